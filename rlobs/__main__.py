@@ -1,0 +1,3 @@
+from rlobs._cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,146 @@
+"""The ``rlobs`` command line. Commands register through the ``rlobs.commands`` entry
+point group (``name = "module:register"``, where ``register(subparsers)`` adds a parser
+whose ``func(args) -> int`` runs it), so a sink package can add its own."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+
+from rich.console import Console
+from rich.table import Table
+
+from . import environment_variables as ev
+from ._exceptions import RlobsError
+from ._hub import Hub
+from ._params import redact_uri
+from ._reader import RunLog, read_run
+from ._registry import registered_sinks, selected_names
+
+COMMANDS = "rlobs.commands"
+
+_console = Console(highlight=False)
+_errors = Console(stderr=True, highlight=False)
+
+_STATUS_VARS = (ev.RLOBS_SINKS, ev.RLOBS_JSONL_DIR, "MLFLOW_TRACKING_URI",
+                "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
+
+def console() -> Console:
+    """The console commands print to."""
+    return _console
+
+
+def status_table(hub: Hub) -> Table:
+    """A table of a hub's sinks: availability, detail and counters."""
+    table = Table(title="sinks")
+    for column in ("sink", "available", "detail", "delivered", "dropped", "errors"):
+        table.add_column(column)
+    for s in hub.status():
+        table.add_row(s.name, "yes" if s.available else "[red]no[/red]",
+                      redact_uri(s.detail or ""), str(s.delivered), str(s.dropped),
+                      str(s.errors) + (f" ({s.last_error})" if s.last_error else ""))
+    return table
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    for name in _STATUS_VARS:
+        value = os.environ.get(name)
+        _console.print(f"{name}={redact_uri(value) if value is not None else '(unset)'}")
+    names = selected_names()
+    _console.print(f"selected sinks: {', '.join(names) or '(none)'}; "
+                   f"registered: {', '.join(sorted(registered_sinks()))}")
+    with Hub(names, heartbeat_s=0, handle_signals=False) as hub:
+        _console.print(status_table(hub))
+        return 0 if all(s.available for s in hub.status()) else 1
+
+
+def register_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``rlobs status``."""
+    parser = sub.add_parser("status", help="which sinks the environment selects, and whether "
+                            "each is available (exit 1 if one is not)")
+    parser.set_defaults(func=_cmd_status)
+
+
+def _when(ns: int) -> str:
+    return dt.datetime.fromtimestamp(ns / 1e9).isoformat(sep=" ", timespec="seconds")
+
+
+def summary_rows(log: RunLog) -> list[tuple[str, str]]:
+    """Label/value rows that summarise a run log."""
+    start, end = log.start, log.end
+    steps = log.steps
+    returns = [s.episode_return for s in steps if s.episode_return is not None]
+    rows = [("run", f"{start.name} ({start.run_id})"), ("started", _when(start.time_ns))]
+    if start.parent_id:
+        rows.append(("parent", start.parent_id))
+    if end is None:
+        rows.append(("status", f"no end recorded (last sign of life {_when(log.last_seen_ns)})"))
+    else:
+        rows.append(("status", end.status.value + (f": {end.error}" if end.error else "")))
+        rows.append(("duration", f"{end.duration_s:.3f} s"))
+    total = end.total_reward if end else (steps[-1].cumulative_reward if steps else 0.0)
+    rows += [("steps", str(end.steps if end else len(steps))), ("total reward", f"{total:.6g}"),
+             ("episodes", str(len(returns)))]
+    if returns:
+        rows.append(("mean episode return", f"{sum(returns) / len(returns):.6g}"))
+    if end and (end.dropped or end.rejected):
+        drops = ", ".join(f"{k}: {v}" for k, v in end.dropped.items()) or "none"
+        rows.append(("dropped", f"{drops}; rejected values: {end.rejected}"))
+    rows.append(("spans", str(len(log.spans))))
+    if log.torn_tail is not None or log.bad_lines:
+        rows.append(("damage", f"torn last line: {log.torn_tail is not None}; "
+                              f"unreadable lines: {list(log.bad_lines)}"))
+    return rows
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    log = read_run(args.path)
+    table = Table(show_header=False, title=str(args.path))
+    for label, value in summary_rows(log):
+        table.add_row(label, value)
+    _console.print(table)
+    return 0
+
+
+def register_show(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``rlobs show RUN.jsonl``."""
+    parser = sub.add_parser("show", help="summarise a run log")
+    parser.add_argument("path", help="a run's .jsonl file")
+    parser.set_defaults(func=_cmd_show)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser with every registered command."""
+    parser = argparse.ArgumentParser(prog="rlobs", description="Observability hub for agent "
+                                     "runs: inspect sinks and run logs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    broken = []
+    for entry in sorted(entry_points(group=COMMANDS), key=lambda e: e.name):
+        try:
+            entry.load()(sub)
+        except Exception as exc:  # one broken plug-in must not hide the others
+            broken.append(f"{entry.name} ({type(exc).__name__}: {exc})")
+    if broken:
+        parser.epilog = "unavailable commands: " + "; ".join(broken)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rlobs`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except RlobsError as exc:
+        _errors.print(f"[red]error:[/red] {exc}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

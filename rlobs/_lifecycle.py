@@ -1,0 +1,106 @@
+"""Guaranteed close: SIGTERM, interpreter exit and fork, for every live hub.
+
+- SIGTERM: if no other handler is installed (and ``RLOBS_HANDLE_SIGNALS`` allows), every
+  open run of every hub is ended ``killed`` (bounded by ``RLOBS_END_TIMEOUT_S``), then
+  ``SystemExit(128 + SIGTERM)`` unwinds the program so its own ``finally`` blocks run and
+  the exit status is the conventional 143. A handler the application installed before is
+  called instead of raising.
+- SIGINT needs no handler: Python raises KeyboardInterrupt and the run's ``with`` block
+  ends it ``killed``.
+- Interpreter exit: an ``atexit`` hook closes every live hub; runs still open end
+  ``killed``. The hub's threads are daemons, so a hung sink cannot block exit.
+- fork: the child inherits no loop thread; its copies of hubs are forgotten and a new
+  default hub is built on first use.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import threading
+import weakref
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from ._events import RunStatus
+
+if TYPE_CHECKING:
+    from ._hub import Hub
+
+_hubs: weakref.WeakSet[Hub] = weakref.WeakSet()
+_lock = threading.Lock()
+_previous: Any = None
+_installed = False
+_atexit_registered = False
+
+
+def register(hub: Hub) -> None:
+    """Track a started hub; install the exit and signal hooks on first use."""
+    global _atexit_registered
+    with _lock:
+        _hubs.add(hub)
+        if not _atexit_registered:
+            atexit.register(_at_exit)
+            _atexit_registered = True
+        if hub.settings.handle_signals:
+            _install_sigterm()
+
+
+def unregister(hub: Hub) -> None:
+    """Forget a closed hub; restore the previous SIGTERM handler once none is left."""
+    with _lock:
+        _hubs.discard(hub)
+        if not _hubs:
+            _restore_sigterm()
+
+
+def _install_sigterm() -> None:
+    global _previous, _installed
+    if _installed or threading.current_thread() is not threading.main_thread():
+        return
+    current = signal.getsignal(signal.SIGTERM)
+    if current not in (signal.SIG_DFL, None) and not callable(current):
+        return  # SIG_IGN: the application chose to ignore SIGTERM
+    _previous = current
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    _installed = True
+
+
+def _restore_sigterm() -> None:
+    global _installed
+    if not _installed or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        signal.signal(signal.SIGTERM, _previous if _previous is not None else signal.SIG_DFL)
+    _installed = False
+
+
+def kill_open_runs(reason: str) -> None:
+    """End every open run of every live hub as ``killed``."""
+    for hub in list(_hubs):
+        hub.end_open_runs(RunStatus.KILLED, reason)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    kill_open_runs("terminated by SIGTERM")
+    previous = _previous
+    if callable(previous):
+        previous(signum, frame)
+        return
+    raise SystemExit(128 + signum)
+
+
+def _at_exit() -> None:
+    for hub in list(_hubs):
+        hub.end_open_runs(RunStatus.KILLED, "the interpreter exited while the run was open")
+        hub.close()
+
+
+def _after_fork_in_child() -> None:
+    for hub in list(_hubs):
+        hub._forget_after_fork()
+    _hubs.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

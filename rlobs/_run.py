@@ -1,0 +1,420 @@
+"""The run handle an agent loop holds: cheap, thread-safe hooks and a guaranteed end."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import itertools
+import math
+import threading
+import time
+from collections.abc import Mapping
+from os import PathLike, fspath
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+
+from ._events import Artifact, Heartbeat, RunEnd, RunStart, RunStatus, RunUpdate, Span, Step
+from ._log import logger
+from ._params import clean_tags, flatten_params
+from ._provenance import file_sha256
+
+if TYPE_CHECKING:
+    from ._hub import Hub
+
+# Spans and steps share one clock: monotonic durations on a wall-clock origin.
+_WALL_OFFSET_NS = time.time_ns() - time.perf_counter_ns()
+_now_ns = time.perf_counter_ns
+
+_current_run: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
+    "rlobs_current_run", default=None
+)
+_current_span: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "rlobs_current_span", default=None
+)
+
+
+def wall_ns() -> int:
+    """Now, on the clock every event uses (ns since the epoch, monotonic within a process)."""
+    return _now_ns() + _WALL_OFFSET_NS
+
+
+def current_run() -> Run | None:
+    """The innermost run entered with ``with``/``async with`` in this context, if any."""
+    return _current_run.get()
+
+
+def status_for(exc: BaseException | None) -> tuple[RunStatus, str | None]:
+    """The run status an exception leaving a run's block means.
+
+    ``None`` → finished; ``Exception`` → failed; ``SystemExit(0)`` → finished, other
+    ``SystemExit`` → failed; KeyboardInterrupt, cancellation and other
+    ``BaseException`` → killed.
+    """
+    if exc is None:
+        return RunStatus.FINISHED, None
+    text = f"{type(exc).__name__}: {exc}".rstrip(": ")
+    if isinstance(exc, SystemExit):
+        ok = exc.code in (0, None)
+        return (RunStatus.FINISHED, None) if ok else (RunStatus.FAILED, text)
+    if isinstance(exc, Exception) and not isinstance(exc, anyio.get_cancelled_exc_class()):
+        return RunStatus.FAILED, text
+    return RunStatus.KILLED, text
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class Run:
+    """One run of an agent; get it from :meth:`Hub.run`.
+
+    Use it as a context manager (``with`` or ``async with``): it starts on entry and on
+    exit ends ``finished``, ``failed`` (an exception) or ``killed`` (KeyboardInterrupt,
+    cancellation, a signal). Every hook is safe from any thread or task and only
+    enqueues.
+    """
+
+    def __init__(
+        self,
+        hub: Hub,
+        name: str,
+        *,
+        run_id: str,
+        params: Mapping[str, Any] | None,
+        tags: Mapping[str, Any] | None,
+        parent: Run | str | None,
+    ) -> None:
+        self._hub = hub
+        self.name = name
+        self.run_id = run_id
+        self.parent_id = parent.run_id if isinstance(parent, Run) else parent
+        self.params = flatten_params(params)
+        self.tags = clean_tags(tags)
+        self._lock = threading.RLock()
+        self._started = False
+        self._end: RunEnd | None = None
+        self._start_ns = 0
+        self._steps = 0
+        self._total = 0.0
+        self._episodes = 0
+        self._ep_return = 0.0
+        self._ep_len = 0
+        self._rejected = 0
+        self._late = 0
+        self._span_ids = itertools.count(1)
+        self._tokens: list[contextvars.Token[Run | None]] = []
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def steps(self) -> int:
+        """Steps recorded so far."""
+        return self._steps
+
+    @property
+    def total_reward(self) -> float:
+        """Sum of step rewards so far."""
+        return self._total
+
+    @property
+    def episodes(self) -> int:
+        """Episodes completed so far (a step with ``done`` or ``truncated``)."""
+        return self._episodes
+
+    @property
+    def result(self) -> RunEnd | None:
+        """The run's end event once it ended, else ``None``."""
+        return self._end
+
+    @property
+    def active(self) -> bool:
+        """Started and not ended."""
+        return self._started and self._end is None
+
+    # ------------------------------------------------------------------ hooks
+
+    def start(self) -> Run:
+        """Start the run (``with`` does this). Starting twice is a no-op."""
+        with self._lock:
+            if self._started:
+                return self
+            self._started = True
+            self._start_ns = wall_ns()
+            tags = {**self._hub._provenance(), **self.tags}
+            event = RunStart(self.run_id, self.name, self.params, tags, self.parent_id,
+                             self._start_ns)
+            self._hub._open_run(self, event)
+        return self
+
+    def step(
+        self,
+        reward: float = 0.0,
+        metrics: Mapping[str, float] | None = None,
+        *,
+        done: bool = False,
+        truncated: bool = False,
+    ) -> None:
+        """Record one agent step. Non-blocking, a few µs.
+
+        Args:
+            reward: the step's reward; anything ``float()`` accepts (numpy, 0-d tensors).
+            metrics: extra scalar metrics; values that are not numbers are dropped from
+                the step, counted in ``RunEnd.rejected`` and logged once per key.
+            done: the episode terminated at this step.
+            truncated: the episode was cut off at this step (time limit).
+        """
+        if type(reward) is not float:
+            reward = self._coerce_reward(reward)
+        clean: dict[str, float] = {}
+        if metrics:
+            for key, value in metrics.items():
+                if (type(value) is float or type(value) is int) and type(key) is str:
+                    clean[key] = value
+                else:
+                    self._coerce_metric(clean, key, value)
+        with self._lock:
+            if self._end is not None or not self._started:
+                self._late += 1
+                return
+            index = self._steps
+            self._steps = index + 1
+            self._total += reward
+            self._ep_return += reward
+            self._ep_len += 1
+            ep_return = ep_len = None
+            if done or truncated:
+                ep_return, ep_len = self._ep_return, self._ep_len
+                self._ep_return, self._ep_len = 0.0, 0
+                self._episodes += 1
+            event = Step(self.run_id, index, reward, self._total, clean, done, truncated,
+                         self._episodes - (ep_len is not None), ep_return, ep_len,
+                         _now_ns() + _WALL_OFFSET_NS)
+            for worker in self._hub._step_workers:
+                worker.offer(event)
+
+    def span(self, name: str, **attributes: Any) -> SpanScope:
+        """Time a block as a span of the current step: ``with run.span("actor.forward"):``.
+
+        When no sink wants spans this returns a shared no-op scope (tens of ns).
+        """
+        if not self._hub._span_workers:
+            return _NULL_SPAN
+        return SpanScope(self, name, attributes)
+
+    def record_span(
+        self,
+        name: str,
+        start_ns: int,
+        end_ns: int,
+        attributes: Mapping[str, Any] | None = None,
+        *,
+        error: str | None = None,
+        parent_span_id: int | None = None,
+    ) -> int:
+        """Record an already-timed span (times from :func:`rlobs.wall_ns`); returns its id."""
+        workers = self._hub._span_workers
+        if not workers or self._end is not None:
+            return 0
+        span_id = next(self._span_ids)
+        event = Span(self.run_id, name, self._steps, start_ns, end_ns, attributes or {},
+                     span_id, parent_span_id, error)
+        for worker in workers:
+            worker.offer(event)
+        return span_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Add params (nested mappings are flattened to dotted keys)."""
+        self._update(params=flatten_params(params))
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Add or change tags."""
+        self._update(tags=clean_tags(tags))
+
+    def log_summary(self, metrics: Mapping[str, float]) -> None:
+        """Record run-level (step-less) metrics, e.g. an evaluation's final scores."""
+        clean: dict[str, float] = {}
+        for key, value in metrics.items():
+            self._coerce_metric(clean, key, value)
+        self._update(metrics=clean)
+
+    def log_artifact(self, path: str | PathLike[str], artifact_path: str | None = None) -> None:
+        """Attach a file or directory; sinks that store files copy it."""
+        resolved = Path(fspath(path)).resolve()
+        if not resolved.exists():
+            raise FileNotFoundError(f"artifact not found: {resolved}")
+        self._emit(Artifact(self.run_id, str(resolved), artifact_path, wall_ns()))
+
+    def log_input_hash(self, path: str | PathLike[str], name: str | None = None) -> str:
+        """Hash a dataset file or directory (SHA-256) and tag the run with it.
+
+        Returns:
+            The hex digest, also set as tag ``rlobs.input.<name>.sha256``.
+        """
+        digest = file_sha256(path)
+        label = name or Path(fspath(path)).name
+        self._update(tags={f"rlobs.input.{label}.sha256": digest,
+                           f"rlobs.input.{label}.path": str(Path(fspath(path)).resolve())})
+        return digest
+
+    def end(self, status: RunStatus | str = RunStatus.FINISHED,
+            error: str | None = None) -> RunEnd | None:
+        """End the run (``with`` does this); waits, bounded, until the sinks took it.
+
+        Ending twice is harmless and returns the first end. Returns ``None`` if the run
+        never started.
+        """
+        event = self._make_end(RunStatus(status), error)
+        if event is not None:
+            self._hub._close_runs([(self, event)])
+        return self._end
+
+    # ------------------------------------------------------------------ internals
+
+    def _make_end(self, status: RunStatus, error: str | None) -> RunEnd | None:
+        with self._lock:
+            if not self._started or self._end is not None:
+                return None
+            now = wall_ns()
+            dropped = {w.name: n for w in self._hub._workers
+                       if (n := w.take_dropped(self.run_id))}
+            self._end = RunEnd(self.run_id, status, self._steps, self._total, self._episodes,
+                               (now - self._start_ns) / 1e9, error, dropped, self._rejected,
+                               now)
+            return self._end
+
+    def _heartbeat(self) -> None:
+        if self.active:
+            self._emit(Heartbeat(self.run_id, self._steps, wall_ns()), wake=False)
+
+    def _update(self, *, params: Mapping[str, Any] | None = None,
+                tags: Mapping[str, str] | None = None,
+                metrics: Mapping[str, float] | None = None) -> None:
+        self._emit(RunUpdate(self.run_id, params or {}, tags or {}, metrics or {}, wall_ns()))
+
+    def _emit(self, event: RunUpdate | Artifact | Heartbeat, *, wake: bool = True) -> None:
+        with self._lock:
+            if not self.active:
+                self._late += 1
+                return
+            for worker in self._hub._lifecycle_workers():
+                worker.offer_lifecycle(event, wake=wake)
+
+    def _coerce_reward(self, reward: Any) -> float:
+        value = _number(reward)
+        if value is None:
+            self._reject("reward", reward)
+            return math.nan
+        return value
+
+    def _coerce_metric(self, out: dict[str, float], key: Any, value: Any) -> None:
+        number = _number(value)
+        if number is None:
+            self._reject(str(key), value)
+        else:
+            out[str(key)] = number
+
+    def _reject(self, key: str, value: Any) -> None:
+        self._rejected += 1
+        if self._rejected & (self._rejected - 1) == 0:
+            logger.warning("value is not a number; not recorded", run=self.name, key=key,
+                           value_type=type(value).__name__, rejected=self._rejected)
+
+    # ------------------------------------------------------------------ context managers
+
+    def __enter__(self) -> Run:
+        self.start()
+        self._tokens.append(_current_run.set(self))
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._reset_current()
+        self.end(*status_for(exc))
+
+    async def __aenter__(self) -> Run:
+        await anyio.to_thread.run_sync(self.start)
+        self._tokens.append(_current_run.set(self))
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._reset_current()
+        status, error = status_for(exc)
+        with anyio.CancelScope(shield=True):  # cleanup survives the caller's cancellation
+            await anyio.to_thread.run_sync(self.end, status, error)
+
+    def _reset_current(self) -> None:
+        if self._tokens:
+            # ValueError: exited in another context than entered; nothing to undo there.
+            with contextlib.suppress(ValueError):
+                _current_run.reset(self._tokens.pop())
+
+    def __repr__(self) -> str:
+        state = "ended" if self._end else ("active" if self._started else "new")
+        return f"<Run {self.name!r} id={self.run_id} {state} steps={self._steps}>"
+
+
+class SpanScope:
+    """Times a block as a span; ``set(**attrs)`` adds attributes before it ends."""
+
+    __slots__ = ("_attrs", "_name", "_parent", "_run", "_start", "_token")
+
+    def __init__(self, run: Run, name: str, attributes: dict[str, Any]) -> None:
+        self._run = run
+        self._name = name
+        self._attrs = attributes
+        self._start = 0
+        self._parent: int | None = None
+        self._token: contextvars.Token[int | None] | None = None
+
+    def set(self, **attributes: Any) -> None:
+        """Add attributes to the span."""
+        self._attrs.update(attributes)
+
+    def __enter__(self) -> SpanScope:
+        self._parent = _current_span.get()
+        self._token = _current_span.set(next(self._run._span_ids))
+        self._start = _now_ns()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        end = _now_ns()
+        run = self._run
+        span_id = _current_span.get()
+        if self._token is not None:
+            _current_span.reset(self._token)
+        if run._end is not None or span_id is None:
+            return
+        error = None if exc is None else f"{type(exc).__name__}: {exc}"
+        event = Span(run.run_id, self._name, run._steps, self._start + _WALL_OFFSET_NS,
+                     end + _WALL_OFFSET_NS, self._attrs, span_id, self._parent, error)
+        for worker in run._hub._span_workers:
+            worker.offer(event)
+
+
+class _NullSpan(SpanScope):
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        pass
+
+    def set(self, **attributes: Any) -> None:
+        pass
+
+    def __enter__(self) -> SpanScope:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        pass
+
+
+_NULL_SPAN = _NullSpan()

@@ -1,0 +1,337 @@
+"""One sink's bounded queue and worker: the hub's failure boundary.
+
+Producers (agent threads, event loops) append to a thread-safe bounded deque — a sub-µs
+operation that never crosses threads. The worker, a task on the hub's event loop, wakes
+on a short timer (the sink's ``flush_interval_s``), when the queue passes a high-water
+mark, or for lifecycle events, and hands the whole batch to the sink's hooks on a worker
+thread. Every hook call is wrapped: exceptions are logged and counted, never propagated;
+cancellation abandons a hung hook instead of waiting for it.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from anyio.from_thread import BlockingPortal
+
+from ._events import (
+    Artifact,
+    Event,
+    Heartbeat,
+    RunEnd,
+    RunStart,
+    RunStatus,
+    RunUpdate,
+    Span,
+    Step,
+)
+from ._exceptions import SinkUnavailable
+from ._log import logger
+from ._sink import Overflow, Sink
+
+_BATCH = 4096
+
+
+class SinkState(enum.StrEnum):
+    """Where a sink is in its life."""
+
+    OPENING = "opening"
+    AVAILABLE = "available"
+    UNAVAILABLE = "unavailable"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class SinkStatus:
+    """A snapshot of one sink, as returned by ``Hub.status()``."""
+
+    name: str
+    enabled: bool
+    available: bool
+    detail: str | None
+    delivered: int
+    dropped: int
+    errors: int
+    last_error: str | None
+    queued: int
+
+
+class _Ack:
+    """A marker in the queue: resolved once everything before it was delivered and flushed."""
+
+    __slots__ = ("close", "future")
+
+    def __init__(self, close: bool = False) -> None:
+        self.close = close
+        self.future: Future[None] = Future()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SinkUnavailable):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class SinkWorker:
+    """Feeds one :class:`Sink` from its own bounded queue (see module docstring)."""
+
+    def __init__(self, sink: Sink, *, queue_size: int, on_state: Callable[[], None]) -> None:
+        self.sink = sink
+        self.name = sink.name
+        self.state = SinkState.OPENING
+        self.delivered = 0
+        self.dropped = 0
+        self.errors = 0
+        self.last_error: str | None = None
+        self._detail: str | None = None
+        self._cap = sink.capacity or queue_size
+        self._high = max(1, self._cap // 4)
+        self._block_s = sink.block_timeout_s if sink.overflow is Overflow.BLOCK else 0.0
+        self._may_block = True
+        self._buf: deque[Any] = deque()
+        self._dropped_by_run: dict[str, int] = {}
+        self._started: set[str] = set()
+        self._busy_since: float | None = None
+        self._hook = ""
+        self._portal: BlockingPortal | None = None
+        self._wake_event: anyio.Event | None = None
+        self._wake_pending = False
+        self._on_state = on_state
+        self.opened: Future[None] = Future()
+        self._hooks: dict[type, Callable[[Any], None]] = {
+            RunStart: sink.on_run_start,
+            Step: sink.on_step,
+            Span: sink.on_span,
+            RunUpdate: sink.on_run_update,
+            Artifact: sink.on_artifact,
+            Heartbeat: sink.on_heartbeat,
+            RunEnd: sink.on_run_end,
+        }
+
+    # ------------------------------------------------------------------ producer side
+
+    @property
+    def accepting(self) -> bool:
+        """Whether events offered now will be delivered (opening or available)."""
+        return self.state is SinkState.OPENING or self.state is SinkState.AVAILABLE
+
+    def offer(self, event: Step | Span) -> None:
+        """Queue a droppable event (hot path: never blocks unless the sink asks to)."""
+        buf = self._buf
+        if len(buf) < self._cap:
+            buf.append(event)
+            if len(buf) == self._high:
+                self.wake()
+        else:
+            self._overflow(event)
+
+    def _overflow(self, event: Step | Span) -> None:
+        if self._block_s and self._may_block:
+            self.wake()
+            deadline = time.monotonic() + self._block_s
+            while len(self._buf) >= self._cap and time.monotonic() < deadline:
+                time.sleep(0.0002)
+            if len(self._buf) < self._cap:
+                self._buf.append(event)
+                return
+            self._may_block = False  # do not stall every step on a stuck sink
+        self.dropped += 1
+        run_id = event[0]
+        self._dropped_by_run[run_id] = self._dropped_by_run.get(run_id, 0) + 1
+
+    def offer_lifecycle(self, event: Event, *, wake: bool = True) -> None:
+        """Queue an event that is never dropped (run start/end, updates, heartbeats)."""
+        self._buf.append(event)
+        if wake:
+            self.wake()
+
+    def barrier(self, *, close: bool = False) -> Future[None]:
+        """A future resolved once everything queued so far is delivered and flushed."""
+        ack = _Ack(close)
+        if not self.accepting:
+            ack.future.set_result(None)
+            return ack.future
+        self._buf.append(ack)
+        self.wake()
+        return ack.future
+
+    def take_dropped(self, run_id: str) -> int:
+        """This run's drop count so far (forgotten afterwards)."""
+        return self._dropped_by_run.pop(run_id, 0)
+
+    def wake(self) -> None:
+        """Ask the worker to deliver now, from any thread, without waiting for it."""
+        portal = self._portal
+        if portal is None or self._wake_pending:
+            return
+        self._wake_pending = True
+        try:
+            portal.start_task_soon(self._set_wake)
+        except RuntimeError:  # the hub's loop is gone; the timer or close takes over
+            self._wake_pending = False
+
+    async def _set_wake(self) -> None:
+        if self._wake_event is not None:
+            self._wake_event.set()
+
+    def stalled_for(self) -> float:
+        """Seconds the sink has been inside one batch of hook calls (0 when idle)."""
+        since = self._busy_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    def status(self) -> SinkStatus:
+        """A cheap snapshot; safe from any thread."""
+        detail = self._detail
+        if detail is None and self.state is SinkState.AVAILABLE:
+            stalled = self.stalled_for()
+            detail = f"stalled in {self._hook} for {stalled:.1f}s" if stalled > 1.0 else None
+            if detail is None:
+                try:
+                    detail = self.sink.detail()
+                except Exception as exc:
+                    detail = f"detail() failed: {_describe(exc)}"
+        return SinkStatus(
+            name=self.name,
+            enabled=True,
+            available=self.state is SinkState.AVAILABLE,
+            detail=detail if detail is not None else self.state.value,
+            delivered=self.delivered,
+            dropped=self.dropped,
+            errors=self.errors,
+            last_error=self.last_error,
+            queued=len(self._buf),
+        )
+
+    # ------------------------------------------------------------------ worker side
+
+    async def serve(self, portal: BlockingPortal, open_timeout_s: float) -> None:
+        """The worker task: open the sink, then deliver batches until closed."""
+        self._portal = portal
+        self._wake_event = anyio.Event()
+        try:
+            if await self._open(open_timeout_s):
+                await self._loop()
+        except BaseException:
+            self._set_state(SinkState.CLOSED, "abandoned: did not close in time")
+            raise
+        finally:
+            self._release_waiters()
+
+    async def _open(self, timeout_s: float) -> bool:
+        with anyio.move_on_after(timeout_s) as scope:
+            try:
+                await self._in_thread(self.sink.open)
+            except Exception as exc:
+                logger.warning("sink unavailable", sink=self.name, reason=_describe(exc))
+                self._set_state(SinkState.UNAVAILABLE, _describe(exc))
+                return False
+        if scope.cancelled_caught:
+            self._set_state(SinkState.UNAVAILABLE, f"open timed out after {timeout_s:g}s")
+            return False
+        self._set_state(SinkState.AVAILABLE, None)
+        return True
+
+    async def _loop(self) -> None:
+        interval = self.sink.flush_interval_s
+        while True:
+            if not self._buf:
+                with anyio.move_on_after(interval):
+                    assert self._wake_event is not None
+                    await self._wake_event.wait()
+            self._wake_event = anyio.Event()
+            self._wake_pending = False
+            batch = self._take()
+            if batch and await self._in_thread(self._deliver, batch):
+                return
+
+    async def _in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
+        self._busy_since = time.monotonic()
+        try:
+            return await anyio.to_thread.run_sync(func, *args, abandon_on_cancel=True)
+        finally:
+            self._busy_since = None
+
+    def _take(self) -> list[Any]:
+        buf = self._buf
+        n = min(len(buf), _BATCH)
+        batch = [buf.popleft() for _ in range(n)]
+        if len(buf) < self._high:
+            self._may_block = True
+        return batch
+
+    def _deliver(self, batch: list[Any]) -> bool:
+        """Run on the worker thread: hand events to hooks. Returns True once closed."""
+        hooks, started = self._hooks, self._started
+        for event in batch:
+            kind = type(event)
+            if kind is _Ack:
+                self._call("flush", self.sink.flush)
+                if event.close:
+                    self._close_sink()
+                    event.future.set_result(None)
+                    return True
+                event.future.set_result(None)
+                continue
+            run_id = event[0]
+            if kind is RunStart:
+                started.add(run_id)
+            elif run_id not in started:
+                continue  # never show a sink events outside a start..end it saw
+            elif kind is RunEnd:
+                started.discard(run_id)
+            self._hook = kind.__name__
+            try:
+                hooks[kind](event)
+            except Exception as exc:
+                self._failed(kind.__name__, exc)
+            else:
+                self.delivered += 1
+        self._call("flush", self.sink.flush)
+        return False
+
+    def _close_sink(self) -> None:
+        for run_id in sorted(self._started):  # belt and braces: no run left open in a sink
+            end = RunEnd(run_id, RunStatus.KILLED, 0, 0.0, 0, 0.0,
+                         "hub closed before the run ended", {}, 0, time.time_ns())
+            self._call("on_run_end", self.sink.on_run_end, end)
+        self._started.clear()
+        self._call("close", self.sink.close)
+        self._set_state(SinkState.CLOSED, None)
+
+    def _call(self, hook: str, func: Callable[..., None], *args: Any) -> None:
+        self._hook = hook
+        try:
+            func(*args)
+        except Exception as exc:
+            self._failed(hook, exc)
+
+    def _failed(self, hook: str, exc: Exception) -> None:
+        self.errors += 1
+        self.last_error = f"{hook}: {_describe(exc)}"
+        if self.errors & (self.errors - 1) == 0:  # 1, 2, 4, 8, ...: bounded log volume
+            logger.warning("sink hook failed", sink=self.name, hook=hook,
+                           error=_describe(exc), errors=self.errors)
+
+    def _set_state(self, state: SinkState, detail: str | None) -> None:
+        self.state = state
+        self._detail = detail
+        if state is not SinkState.AVAILABLE and state is not SinkState.OPENING:
+            self._release_waiters()
+        if not self.opened.done():
+            self.opened.set_result(None)
+        self._on_state()
+
+    def _release_waiters(self) -> None:
+        """Resolve every queued barrier so no caller waits on a sink that will not run."""
+        while self._buf:
+            item = self._buf.popleft()
+            if type(item) is _Ack and not item.future.done():
+                item.future.set_result(None)

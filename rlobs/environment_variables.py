@@ -1,0 +1,36 @@
+"""Environment variables rlobs reads. Explicit constructor arguments win over them.
+
+Bad values are reported with a :class:`~rlobs.ConfigWarning` and the default is used.
+Each sink documents its own variables beside its code (``sinks/``).
+"""
+
+from __future__ import annotations
+
+RLOBS_SINKS = "RLOBS_SINKS"
+"""Comma-separated sink names (``jsonl,mlflow,otel``) or ``none``. Unset: ``jsonl`` plus
+every sink whose own standard variable is set (``MLFLOW_TRACKING_URI`` selects mlflow,
+``OTEL_EXPORTER_OTLP_ENDPOINT``/``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` select otel)."""
+
+RLOBS_JSONL_DIR = "RLOBS_JSONL_DIR"
+"""Directory of the JSONL run logs, one ``<run_id>.jsonl`` per run. Default ``./rlobs-runs``."""
+
+RLOBS_JSONL_FSYNC = "RLOBS_JSONL_FSYNC"
+"""``1`` to fsync each run's file when the run ends (survives power loss). Default ``0``."""
+
+RLOBS_END_TIMEOUT_S = "RLOBS_END_TIMEOUT_S"
+"""Seconds the hub waits for sinks to take a run's end (and to close) before abandoning
+the ones that hang. Default ``5``."""
+
+RLOBS_OPEN_TIMEOUT_S = "RLOBS_OPEN_TIMEOUT_S"
+"""Seconds the hub waits for sinks to open at start; a sink still opening is marked
+unavailable. Default ``60``."""
+
+RLOBS_HEARTBEAT_S = "RLOBS_HEARTBEAT_S"
+"""Seconds between heartbeat events of each open run; ``0`` disables. Default ``10``."""
+
+RLOBS_QUEUE_SIZE = "RLOBS_QUEUE_SIZE"
+"""Events each sink's queue holds (sinks may declare their own). Default ``65536``."""
+
+RLOBS_HANDLE_SIGNALS = "RLOBS_HANDLE_SIGNALS"
+"""``0`` stops the hub from installing its SIGTERM handler (runs are still closed as
+``killed`` at interpreter exit). Default ``1``."""

@@ -1,0 +1,60 @@
+"""Shared fixtures: a clean environment per test, and real MLflow servers per session."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from servers import MlflowServer, create_pg_database, drop_pg_database
+
+_PREFIXES = ("RLOBS_", "MLFLOW_", "OTEL_")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No rlobs/MLflow/OTel variable leaks in; JSONL goes to the test's own directory."""
+    for name in list(os.environ):
+        if name.startswith(_PREFIXES):
+            monkeypatch.delenv(name)
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("RLOBS_JSONL_DIR", str(runs))
+    monkeypatch.setenv("RLOBS_HANDLE_SIGNALS", "0")
+    return runs
+
+
+@pytest.fixture
+def runs_dir(clean_env: Path) -> Path:
+    """The test's JSONL directory (``RLOBS_JSONL_DIR``)."""
+    return clean_env
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Run async tests on both anyio backends."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A real ``mlflow server`` on 127.0.0.1 with a SQLite backend and served artifacts."""
+    workdir = tmp_path_factory.mktemp("mlflow-sqlite")
+    server = MlflowServer(f"sqlite:///{workdir / 'mlflow.db'}", workdir).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A real ``mlflow server`` on a throwaway PostgreSQL database (the compose topology)."""
+    uri = create_pg_database()
+    workdir = tmp_path_factory.mktemp("mlflow-pg")
+    server = MlflowServer(uri, workdir).start()
+    yield server
+    server.stop()
+    drop_pg_database(uri)
