@@ -134,6 +134,11 @@ class Run:
         return self._end
 
     @property
+    def wants_spans(self) -> bool:
+        """Whether any sink takes spans (instrumentation can skip timing when not)."""
+        return bool(self._hub._span_workers)
+
+    @property
     def active(self) -> bool:
         """Started and not ended."""
         return self._started and self._end is None
