@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from ._events import EVENT_TYPES, SCHEMA_VERSION, TYPE_NAMES, Event, RunStatus
+from ._events import EVENT_TYPES, SCHEMA_VERSION, TYPE_NAMES, Event, RunStatus, Step
 
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=str).encode
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
@@ -39,8 +39,35 @@ def to_dict(event: Event) -> dict[str, Any]:
     return out
 
 
+def _json_float(value: float | None) -> str:
+    if value is None:
+        return "null"
+    if value - value != 0:  # NaN or infinity: not JSON
+        raise ValueError("non-finite")
+    return repr(float(value))
+
+
+def _step_line(e: Step) -> str:
+    """A step's line built directly: the JSON encoder's dict walk costs ~3x more."""
+    return (
+        f'{{"v":{SCHEMA_VERSION},"type":"step","run_id":{_dumps(e.run_id)},"step":{e.step},'
+        f'"reward":{_json_float(e.reward)},'
+        f'"cumulative_reward":{_json_float(e.cumulative_reward)},'
+        f'"metrics":{_dumps(e.metrics)},"done":{"true" if e.done else "false"},'
+        f'"truncated":{"true" if e.truncated else "false"},"episode":{e.episode},'
+        f'"episode_return":{_json_float(e.episode_return)},'
+        f'"episode_length":{"null" if e.episode_length is None else e.episode_length},'
+        f'"time_ns":{e.time_ns}}}\n'
+    )
+
+
 def to_line(event: Event) -> str:
     """One JSONL line (with its newline) for ``event``."""
+    if type(event) is Step:
+        try:
+            return _step_line(event)
+        except ValueError:  # a NaN or infinity: take the general path below
+            pass
     obj = to_dict(event)
     try:
         text = _dumps(obj)

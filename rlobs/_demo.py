@@ -65,6 +65,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     with Hub(names) as hub:
         with hub.run("demo-corridor", params=params, tags={"example": "demo"}) as run:
             corridor_agent(run, args.episodes)
+        hub.flush()
+        healthy = all(s.available and s.errors == 0 for s in hub.status())
         console().print(status_table(hub))
     end = run.result
     assert end is not None
@@ -80,7 +82,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         hint = getattr(sink, "viewer_hint", None)
         if callable(hint):
             console().print(hint())
-    return 0 if all(s.available and s.errors == 0 for s in hub.status()) else 1
+    return 0 if healthy else 1
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -105,10 +105,12 @@ class Hub:
                 return self
             if self._state != "new":
                 raise HubClosedError("this hub is closed; build a new Hub")
-            self._portal_cm = start_blocking_portal(name="rlobs-hub")
+            # The hub's own loop always runs anyio's asyncio backend (the workers rely on
+            # it); the user's code may run on any backend.
+            self._portal_cm = start_blocking_portal("asyncio", name="rlobs-hub")
             self._portal = portal = self._portal_cm.__enter__()
             for worker in self._workers:
-                portal.start_task_soon(worker.serve, portal, self.settings.open_timeout_s)
+                portal.start_task_soon(worker.serve, self.settings.open_timeout_s)
             if self.settings.heartbeat_s > 0:
                 portal.start_task_soon(self._heartbeats)
             self._route()

@@ -60,7 +60,7 @@ def status_for(exc: BaseException | None) -> tuple[RunStatus, str | None]:
     if isinstance(exc, SystemExit):
         ok = exc.code in (0, None)
         return (RunStatus.FINISHED, None) if ok else (RunStatus.FAILED, text)
-    if isinstance(exc, Exception) and not isinstance(exc, anyio.get_cancelled_exc_class()):
+    if isinstance(exc, Exception):  # cancellation (asyncio, trio) is a BaseException
         return RunStatus.FAILED, text
     return RunStatus.KILLED, text
 
@@ -295,21 +295,24 @@ class Run:
             return self._end
 
     def _heartbeat(self) -> None:
+        """Called on the hub's loop thread, which must never wait for a run's lock."""
         if self.active:
-            self._emit(Heartbeat(self.run_id, self._steps, wall_ns()), wake=False)
+            event = Heartbeat(self.run_id, self._steps, wall_ns())
+            for worker in self._hub._lifecycle_workers():
+                worker.offer_lifecycle(event, wake=False)
 
     def _update(self, *, params: Mapping[str, Any] | None = None,
                 tags: Mapping[str, str] | None = None,
                 metrics: Mapping[str, float] | None = None) -> None:
         self._emit(RunUpdate(self.run_id, params or {}, tags or {}, metrics or {}, wall_ns()))
 
-    def _emit(self, event: RunUpdate | Artifact | Heartbeat, *, wake: bool = True) -> None:
+    def _emit(self, event: RunUpdate | Artifact) -> None:
         with self._lock:
             if not self.active:
                 self._late += 1
                 return
             for worker in self._hub._lifecycle_workers():
-                worker.offer_lifecycle(event, wake=wake)
+                worker.offer_lifecycle(event)
 
     def _coerce_reward(self, reward: Any) -> float:
         value = _number(reward)

@@ -10,6 +10,7 @@ cancellation abandons a hung hook instead of waiting for it.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
 from collections import deque
@@ -20,7 +21,6 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from anyio.from_thread import BlockingPortal
 
 from ._events import (
     Artifact,
@@ -38,6 +38,9 @@ from ._log import logger
 from ._sink import Overflow, Sink
 
 _BATCH = 4096
+_HOOK_NAMES = {RunStart: "on_run_start", Step: "on_step", Span: "on_span",
+               RunUpdate: "on_run_update", Artifact: "on_artifact", Heartbeat: "on_heartbeat",
+               RunEnd: "on_run_end"}
 
 
 class SinkState(enum.StrEnum):
@@ -101,7 +104,7 @@ class SinkWorker:
         self._started: set[str] = set()
         self._busy_since: float | None = None
         self._hook = ""
-        self._portal: BlockingPortal | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._wake_event: anyio.Event | None = None
         self._wake_pending = False
         self._on_state = on_state
@@ -168,17 +171,22 @@ class SinkWorker:
         return self._dropped_by_run.pop(run_id, 0)
 
     def wake(self) -> None:
-        """Ask the worker to deliver now, from any thread, without waiting for it."""
-        portal = self._portal
-        if portal is None or self._wake_pending:
+        """Ask the worker to deliver now, from any thread, never waiting for the loop.
+
+        The hub's loop runs anyio's asyncio backend; ``call_soon_threadsafe`` is the one
+        way in that cannot block (a portal call waits for the loop, and the loop may be
+        waiting for the caller).
+        """
+        loop = self._loop
+        if loop is None or self._wake_pending:
             return
         self._wake_pending = True
         try:
-            portal.start_task_soon(self._set_wake)
-        except RuntimeError:  # the hub's loop is gone; the timer or close takes over
+            loop.call_soon_threadsafe(self._set_wake)
+        except RuntimeError:  # the hub's loop is gone; close takes over
             self._wake_pending = False
 
-    async def _set_wake(self) -> None:
+    def _set_wake(self) -> None:
         if self._wake_event is not None:
             self._wake_event.set()
 
@@ -212,13 +220,13 @@ class SinkWorker:
 
     # ------------------------------------------------------------------ worker side
 
-    async def serve(self, portal: BlockingPortal, open_timeout_s: float) -> None:
+    async def serve(self, open_timeout_s: float) -> None:
         """The worker task: open the sink, then deliver batches until closed."""
-        self._portal = portal
         self._wake_event = anyio.Event()
+        self._loop = asyncio.get_running_loop()
         try:
             if await self._open(open_timeout_s):
-                await self._loop()
+                await self._run_batches()
         except BaseException:
             self._set_state(SinkState.CLOSED, "abandoned: did not close in time")
             raise
@@ -239,7 +247,7 @@ class SinkWorker:
         self._set_state(SinkState.AVAILABLE, None)
         return True
 
-    async def _loop(self) -> None:
+    async def _run_batches(self) -> None:
         interval = self.sink.flush_interval_s
         while True:
             if not self._buf:
@@ -287,11 +295,11 @@ class SinkWorker:
                 continue  # never show a sink events outside a start..end it saw
             elif kind is RunEnd:
                 started.discard(run_id)
-            self._hook = kind.__name__
+            self._hook = _HOOK_NAMES[kind]
             try:
                 hooks[kind](event)
             except Exception as exc:
-                self._failed(kind.__name__, exc)
+                self._failed(self._hook, exc)
             else:
                 self.delivered += 1
         self._call("flush", self.sink.flush)

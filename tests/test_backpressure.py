@@ -1,0 +1,58 @@
+"""Backpressure: bounded queues, counted drops, lifecycle never dropped."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import rlobs
+from rlobs import Overflow, RunEnd, RunStart, Step
+from rlobs.testing import HangingSink, RecordingSink, SlowSink
+
+
+def test_stalled_sink_keeps_memory_bounded_and_counts_drops() -> None:
+    """100k steps into a stalled sink: memory stays bounded and drops are reported."""
+    stalled = HangingSink(capacity=1000)
+    tracemalloc.start()
+    with rlobs.Hub([stalled], end_timeout_s=0.5, heartbeat_s=0) as hub:
+        with hub.run("stalled") as run:
+            run.step(0.0)
+            assert stalled.entered.wait(5)
+            base, _ = tracemalloc.get_traced_memory()
+            for t in range(100_000):
+                run.step(1.0, {"a": 1.0, "b": 2.0, "c": float(t)})
+            grown = tracemalloc.get_traced_memory()[0] - base
+            status = hub.status()[0]
+        stalled.release()
+    tracemalloc.stop()
+    assert status.dropped >= 100_000 - 1000
+    assert status.queued <= 1001
+    assert grown < 5_000_000  # ~1000 queued steps, not 100k
+    assert run.result is not None
+    assert run.result.dropped == {"hanging": status.dropped}
+
+
+def test_lifecycle_events_are_never_dropped() -> None:
+    """With a full queue, run start/end, updates and artifacts still get queued."""
+    slow = SlowSink(delay_s=0.002, capacity=16)
+    with rlobs.Hub([slow], heartbeat_s=0, end_timeout_s=30) as hub:
+        for i in range(3):
+            with hub.run(f"burst-{i}") as run:
+                for _ in range(200):
+                    run.step(1.0)
+                run.set_tags({"i": str(i)})
+    assert len(slow.of_type(RunStart)) == 3
+    assert len(slow.of_type(RunEnd)) == 3
+    assert len(slow.of_type(rlobs.RunUpdate)) == 3
+    assert hub.status()[0].dropped > 0
+    assert sum(sum(e.dropped.values()) for e in slow.of_type(RunEnd)) == hub.status()[0].dropped
+
+
+def test_blocking_sink_loses_nothing_when_it_keeps_up() -> None:
+    """A sink declaring Overflow.BLOCK makes the producer wait instead of dropping."""
+    sink = RecordingSink(capacity=64, overflow=Overflow.BLOCK)
+    sink.block_timeout_s = 10.0
+    with rlobs.Hub([sink], heartbeat_s=0) as hub, hub.run("blocking") as run:
+        for t in range(20_000):
+            run.step(float(t))
+    assert len(sink.of_type(Step)) == 20_000
+    assert hub.status()[0].dropped == 0

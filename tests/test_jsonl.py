@@ -1,0 +1,122 @@
+"""The JSONL sink and reader: the local record of truth."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+import rlobs
+from rlobs import SCHEMA_VERSION, RunEnd, RunFileError, RunStart, Step
+
+
+def _run(runs_dir: Path, n: int = 50) -> Path:
+    with rlobs.Hub(["jsonl"], heartbeat_s=0) as hub:
+        with hub.run("sac-pairs", params={"gamma": 0.99}) as run:
+            for t in range(n):
+                with run.span("actor.forward", batch_size=1):
+                    pass
+                run.step(0.5, {"loss": 1.0 / (t + 1)}, done=t == n - 1)
+    return runs_dir / f"{run.run_id}.jsonl"
+
+
+def test_file_starts_with_run_start_ends_with_run_end_and_is_versioned(runs_dir: Path) -> None:
+    """One file per run: first line run_start, last run_end, every line versioned."""
+    path = _run(runs_dir)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines[0]["type"] == "run_start" and lines[-1]["type"] == "run_end"
+    assert {line["v"] for line in lines} == {SCHEMA_VERSION}
+    assert sum(line["type"] == "step" for line in lines) == 50
+    assert lines[-1]["status"] == "finished"
+
+
+def test_reader_round_trips_every_event(runs_dir: Path) -> None:
+    """The reader rebuilds the same typed events the sink wrote."""
+    log = rlobs.read_run(_run(runs_dir))
+    assert isinstance(log.start, RunStart) and log.start.params == {"gamma": 0.99}
+    assert isinstance(log.end, RunEnd) and log.end.steps == 50
+    assert [s.step for s in log.steps] == list(range(50))
+    assert len(log.spans) == 50 and log.spans[0].attributes == {"batch_size": 1}
+    assert log.torn_tail is None and log.bad_lines == ()
+
+
+def test_torn_last_line_is_reported_not_fatal(runs_dir: Path) -> None:
+    """A half-written last line is reported as torn; every complete line is returned."""
+    path = _run(runs_dir)
+    complete = path.read_text().splitlines(keepends=True)[:-1]
+    path.write_text("".join(complete) + '{"v":1,"type":"step","run_id":"x","st')
+    log = rlobs.read_run(path)
+    assert log.torn_tail is not None and log.torn_tail.startswith('{"v":1')
+    assert log.end is None
+    assert len(log.events) == len(complete)
+
+
+def test_garbage_in_the_middle_is_skipped_and_numbered(runs_dir: Path) -> None:
+    """An unreadable complete line is skipped and its number reported."""
+    path = _run(runs_dir, 5)
+    lines = path.read_text().splitlines(keepends=True)
+    lines.insert(2, "not json\n")
+    path.write_text("".join(lines))
+    log = rlobs.read_run(path)
+    assert log.bad_lines == (3,)
+    assert len(log.steps) == 5
+
+
+def test_non_finite_values_survive_as_documented_strings(runs_dir: Path) -> None:
+    """NaN and ±inf are written as "NaN"/"Infinity"/"-Infinity" and read back as floats."""
+    with rlobs.Hub(["jsonl"], heartbeat_s=0) as hub, hub.run("nan") as run:
+        run.step(math.nan, {"up": math.inf, "down": -math.inf, "ok": 1.0})
+    path = runs_dir / f"{run.run_id}.jsonl"
+    raw = json.loads(path.read_text().splitlines()[1])  # strict JSON: no NaN tokens
+    assert raw["reward"] == "NaN" and raw["metrics"]["up"] == "Infinity"
+    (step,) = rlobs.read_run(path).steps
+    assert math.isnan(step.reward)
+    assert step.metrics == {"up": math.inf, "down": -math.inf, "ok": 1.0}
+
+
+def test_not_a_run_log_is_a_clear_error(tmp_path: Path) -> None:
+    """Reading a file that is not a run log raises RunFileError."""
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"hello": 1}\n')
+    with pytest.raises(RunFileError, match="not an rlobs run log"):
+        rlobs.read_run(other)
+    with pytest.raises(RunFileError, match="no such run log"):
+        rlobs.read_run(tmp_path / "missing.jsonl")
+
+
+def test_unknown_fields_from_newer_writers_are_ignored() -> None:
+    """A line with extra fields still parses (forward compatibility)."""
+    line = json.dumps({"v": 2, "type": "step", "run_id": "r", "step": 0, "reward": 1.0,
+                       "cumulative_reward": 1.0, "metrics": {}, "done": False,
+                       "truncated": False, "episode": 0, "episode_return": None,
+                       "episode_length": None, "time_ns": 1, "new_field": [1, 2]})
+    event = rlobs.event_from_line(line)
+    assert isinstance(event, Step) and event.reward == 1.0
+
+
+def test_replay_resends_a_recorded_run_unchanged(runs_dir: Path) -> None:
+    """`Hub.replay` delivers the recorded events as they were, in order."""
+    from rlobs.testing import RecordingSink
+
+    log = rlobs.read_run(_run(runs_dir, 20))
+    sink = RecordingSink()
+    with rlobs.Hub([sink], heartbeat_s=0, provenance=False) as hub:
+        end = hub.replay(log)
+    assert end == log.end
+    assert tuple(sink.events) == log.events
+
+
+def test_replay_of_a_dead_run_ends_it_killed(runs_dir: Path) -> None:
+    """Replaying a log with no end (SIGKILL) ends the run `killed`."""
+    from rlobs.testing import RecordingSink
+
+    path = _run(runs_dir, 10)
+    lines = path.read_text().splitlines(keepends=True)[:-1]
+    path.write_text("".join(lines))
+    sink = RecordingSink()
+    with rlobs.Hub([sink], heartbeat_s=0) as hub:
+        end = hub.replay(rlobs.read_run(path))
+    assert end.status is rlobs.RunStatus.KILLED and end.steps == 10
+    assert sink.of_type(RunEnd) == [end]

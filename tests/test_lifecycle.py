@@ -1,0 +1,147 @@
+"""Guaranteed close: the right status on every exit path, bounded, idempotent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import rlobs
+from rlobs import RunEnd, RunStatus
+from rlobs.testing import RecordingSink
+
+CHILD = Path(__file__).with_name("child_run.py")
+
+
+def _spawn(mode: str, runs_dir: Path) -> tuple[subprocess.Popen[str], str]:
+    env = {**os.environ, "RLOBS_JSONL_DIR": str(runs_dir)}
+    env.pop("RLOBS_HANDLE_SIGNALS", None)
+    proc = subprocess.Popen([sys.executable, str(CHILD), mode], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("ready"), proc.stderr.read() if proc.stderr else line
+    return proc, line.split()[1]
+
+
+def _finish(proc: subprocess.Popen[str]) -> int:
+    proc.communicate(timeout=30)  # also closes the pipes
+    return proc.returncode
+
+
+def _log(runs_dir: Path, run_id: str) -> rlobs.RunLog:
+    return rlobs.read_run(runs_dir / f"{run_id}.jsonl")
+
+
+def test_sigterm_ends_the_run_killed(runs_dir: Path) -> None:
+    """SIGTERM mid-run: the JSONL ends with `killed`, and the exit status is 143."""
+    proc, run_id = _spawn("loop", runs_dir)
+    proc.send_signal(signal.SIGTERM)
+    assert _finish(proc) == 143
+    end = _log(runs_dir, run_id).end
+    assert end is not None and end.status is RunStatus.KILLED
+    assert "SIGTERM" in (end.error or "")
+
+
+def test_sigint_ends_the_run_killed(runs_dir: Path) -> None:
+    """SIGINT (KeyboardInterrupt) mid-run: the JSONL ends with `killed`."""
+    proc, run_id = _spawn("loop", runs_dir)
+    proc.send_signal(signal.SIGINT)
+    _finish(proc)
+    end = _log(runs_dir, run_id).end
+    assert end is not None and end.status is RunStatus.KILLED
+    assert end.error == "KeyboardInterrupt"
+
+
+def test_interpreter_exit_with_an_open_run_ends_it_killed(runs_dir: Path) -> None:
+    """A run left open when the interpreter exits is ended `killed` by the exit hook."""
+    proc, run_id = _spawn("exit-open", runs_dir)
+    assert _finish(proc) == 0
+    end = _log(runs_dir, run_id).end
+    assert end is not None and end.status is RunStatus.KILLED
+    assert "interpreter exited" in (end.error or "")
+
+
+def test_sigkill_leaves_every_complete_line_readable(runs_dir: Path) -> None:
+    """After SIGKILL the reader returns every complete line and no end."""
+    proc, run_id = _spawn("loop", runs_dir)
+    path = runs_dir / f"{run_id}.jsonl"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (
+        not path.exists() or path.read_text().count("\n") < 200
+    ):
+        time.sleep(0.02)
+    seen = path.read_text().count("\n")
+    proc.send_signal(signal.SIGKILL)
+    _finish(proc)
+    log = _log(runs_dir, run_id)
+    assert log.end is None
+    steps = log.steps
+    assert len(log.events) >= seen  # every line written before the kill
+    assert len(steps) > 100
+    assert [s.step for s in steps] == list(range(len(steps)))
+    assert log.bad_lines == ()
+
+
+def test_exception_ends_failed_with_the_error() -> None:
+    """An exception leaving the block ends the run `failed` and re-raises."""
+    sink = RecordingSink()
+    with rlobs.Hub([sink], heartbeat_s=0) as hub:
+        with pytest.raises(KeyError), hub.run("fails"):
+            raise KeyError("missing")
+    (end,) = sink.of_type(RunEnd)
+    assert (end.status, end.error) == (RunStatus.FAILED, "KeyError: 'missing'")
+
+
+@pytest.mark.parametrize(
+    ("exc", "status"),
+    [(None, RunStatus.FINISHED), (ValueError("x"), RunStatus.FAILED),
+     (KeyboardInterrupt(), RunStatus.KILLED), (SystemExit(0), RunStatus.FINISHED),
+     (SystemExit(2), RunStatus.FAILED), (GeneratorExit(), RunStatus.KILLED)],
+)
+def test_status_for_each_way_out(exc: BaseException | None, status: RunStatus) -> None:
+    """Each way of leaving a run's block maps to its documented status."""
+    from rlobs._run import status_for
+
+    assert status_for(exc)[0] is status
+
+
+def test_ending_and_closing_twice_is_harmless() -> None:
+    """`run.end` and `hub.close` are idempotent; later steps are ignored."""
+    sink = RecordingSink()
+    hub = rlobs.Hub([sink], heartbeat_s=0)
+    run = hub.run("twice").start()
+    run.step(1.0)
+    first = run.end()
+    assert run.end(RunStatus.FAILED) is first
+    run.step(1.0)
+    hub.close()
+    hub.close()
+    assert [e.status for e in sink.of_type(RunEnd)] == [RunStatus.FINISHED]
+    assert sink.closed
+    with pytest.raises(rlobs.HubClosedError):
+        hub.run("after")
+
+
+def test_closing_the_hub_ends_open_runs_killed() -> None:
+    """Runs still open when the hub closes end `killed` in every sink."""
+    sink = RecordingSink()
+    hub = rlobs.Hub([sink], heartbeat_s=0).start()
+    runs = [hub.run(f"open-{i}").start() for i in range(3)]
+    hub.close()
+    assert all(r.result is not None and r.result.status is RunStatus.KILLED for r in runs)
+    assert len(sink.of_type(RunEnd)) == 3
+
+
+def test_heartbeats_mark_a_live_run() -> None:
+    """Heartbeats arrive for an open run at the configured interval."""
+    sink = RecordingSink()
+    with rlobs.Hub([sink], heartbeat_s=0.02) as hub, hub.run("alive") as run:
+        run.step(1.0)
+        assert sink.wait_for(lambda s: len(s.of_type(rlobs.Heartbeat)) >= 2, timeout_s=5)
+    assert sink.of_type(rlobs.Heartbeat)[0].run_id == run.run_id

@@ -1,0 +1,76 @@
+"""Params and tags: flattened, JSON-safe, secrets redacted before any sink sees them."""
+
+from __future__ import annotations
+
+import pytest
+
+import rlobs
+from rlobs import RunStart
+from rlobs.testing import RecordingSink
+
+
+def test_nested_params_flatten_to_dotted_keys() -> None:
+    """Nested mappings become dotted keys; lists stay lists; objects become strings."""
+    flat = rlobs.flatten_params({"net": {"hidden": [256, 256], "act": "relu"},
+                                 "gamma": 0.99, "obj": object})
+    assert flat["net.hidden"] == [256, 256]
+    assert flat["net.act"] == "relu" and flat["gamma"] == 0.99
+    assert flat["obj"] == str(object)
+
+
+@pytest.mark.parametrize("key", ["password", "db_password", "api_key", "OPENAI_API_KEY",
+                                 "hf_token", "accessToken", "secret", "aws.secret_access_key",
+                                 "Authorization", "private-key"])
+def test_credential_like_keys_are_secret(key: str) -> None:
+    """Keys that name credentials are recognised."""
+    assert rlobs.is_secret_key(key)
+
+
+@pytest.mark.parametrize("key", ["max_tokens", "tokenizer", "author", "num_tokens", "lr",
+                                 "secretary_count"])
+def test_ordinary_keys_are_not_secret(key: str) -> None:
+    """Ordinary hyper-parameter names are left alone."""
+    assert not rlobs.is_secret_key(key)
+
+
+def test_uri_passwords_are_redacted() -> None:
+    """The password part of a URI is replaced; the user and host stay."""
+    assert (rlobs.redact_uri("postgresql://mlflow:hunter2@db:5432/mlflow")
+            == "postgresql://mlflow:***@db:5432/mlflow")
+    assert rlobs.redact_uri("http://host:5000") == "http://host:5000"
+
+
+def test_secrets_never_reach_a_sink() -> None:
+    """Params and tags are redacted by the hub before any sink receives them."""
+    sink = RecordingSink()
+    params = {"db": {"uri": "postgresql://u:pw@h/db", "password": "pw"}, "lr": 0.1}
+    with rlobs.Hub([sink], heartbeat_s=0) as hub:
+        with hub.run("secret", params=params, tags={"api_key": "sk-123"}) as run:
+            run.set_tags({"hf_token": "hf_abc", "note": "https://a:b@c"})
+    start = sink.of_type(RunStart)[0]
+    assert start.params == {"db.uri": "postgresql://u:***@h/db", "db.password": "***",
+                            "lr": 0.1}
+    assert start.tags["api_key"] == "***"
+    assert "pw" not in repr(sink.events) and "sk-123" not in repr(sink.events)
+    assert sink.of_type(rlobs.RunUpdate)[0].tags == {"hf_token": "***", "note": "https://a:***@c"}
+
+
+def test_provenance_tags_are_added_without_importing_anything() -> None:
+    """Each run carries versions, host and command line."""
+    sink = RecordingSink()
+    with rlobs.Hub([sink], heartbeat_s=0) as hub, hub.run("prov"):
+        pass
+    tags = sink.of_type(RunStart)[0].tags
+    assert tags["rlobs.version"] == "0.1.0"
+    assert {"rlobs.python", "rlobs.host", "rlobs.cmd"} <= set(tags)
+
+
+def test_bad_metric_values_are_rejected_and_counted() -> None:
+    """Non-numeric metrics are dropped from the step and counted; numeric-likes coerce."""
+    sink = RecordingSink()
+    with rlobs.Hub([sink], heartbeat_s=0) as hub, hub.run("coerce") as run:
+        run.step("1.5", {"ok": True, "text": "high", 3: 2.0, "none": None})  # type: ignore[arg-type,dict-item]
+    (step,) = sink.of_type(rlobs.Step)
+    assert step.reward == 1.5
+    assert step.metrics == {"ok": 1.0, "3": 2.0}
+    assert sink.of_type(rlobs.RunEnd)[0].rejected == 2
