@@ -83,6 +83,22 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def fan_out(workers: tuple[SinkWorker, ...], event: Step | Span) -> None:
+    """Queue a droppable event on each worker: the hot path, one call per step.
+
+    Appending never blocks unless a sink declared ``Overflow.BLOCK`` and its queue is full;
+    the worker is woken only when its queue reaches a quarter of its capacity.
+    """
+    for worker in workers:
+        buf = worker._buf
+        if len(buf) < worker._cap:
+            buf.append(event)
+            if len(buf) == worker._high:
+                worker.wake()
+        else:
+            worker._overflow(event)
+
+
 class SinkWorker:
     """Feeds one :class:`Sink` from its own bounded queue (see module docstring)."""
 
@@ -125,16 +141,6 @@ class SinkWorker:
     def accepting(self) -> bool:
         """Whether events offered now will be delivered (opening or available)."""
         return self.state is SinkState.OPENING or self.state is SinkState.AVAILABLE
-
-    def offer(self, event: Step | Span) -> None:
-        """Queue a droppable event (hot path: never blocks unless the sink asks to)."""
-        buf = self._buf
-        if len(buf) < self._cap:
-            buf.append(event)
-            if len(buf) == self._high:
-                self.wake()
-        else:
-            self._overflow(event)
 
     def _overflow(self, event: Step | Span) -> None:
         if self._block_s and self._may_block:
