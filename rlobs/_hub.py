@@ -130,8 +130,11 @@ class Hub:
                 return
             self._state = "closing"
         self.end_open_runs(RunStatus.KILLED, "the hub closed while the run was open")
-        futures = {w.barrier(close=True): w for w in self._workers if w.accepting}
-        _, pending = wait(futures, timeout=self.settings.end_timeout_s)
+        bound = self.settings.end_timeout_s
+        # A sink already stuck past the bound is not waited for again: it is abandoned.
+        futures = {w.barrier(close=True): w for w in self._workers
+                   if w.accepting and w.stalled_for() < bound}
+        _, pending = wait(futures, timeout=bound)
         for future in pending:
             logger.warning("sink abandoned at close", sink=futures[future].name,
                            timeout_s=self.settings.end_timeout_s)

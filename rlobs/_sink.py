@@ -40,6 +40,8 @@ class Sink:
     - ``wants_spans``: ``False`` keeps spans out of this sink's queue.
     - ``flush_interval_s``: how long events may wait before the worker delivers them;
       ``flush`` is called after every delivered batch.
+    - ``enabled``: ``False`` (e.g. set by ``from_env`` when the sink's own "disabled"
+      variable is on) keeps the sink selected but never opened nor fed.
     """
 
     name: str = "sink"
@@ -48,6 +50,7 @@ class Sink:
     block_timeout_s: float = 1.0
     wants_spans: bool = True
     flush_interval_s: float = 0.05
+    enabled: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Sink:

@@ -38,6 +38,7 @@ from ._log import logger
 from ._sink import Overflow, Sink
 
 _BATCH = 4096
+_monotonic = time.monotonic
 _HOOK_NAMES = {RunStart: "on_run_start", Step: "on_step", Span: "on_span",
                RunUpdate: "on_run_update", Artifact: "on_artifact", Heartbeat: "on_heartbeat",
                RunEnd: "on_run_end"}
@@ -48,6 +49,7 @@ class SinkState(enum.StrEnum):
 
     OPENING = "opening"
     AVAILABLE = "available"
+    DISABLED = "disabled"
     UNAVAILABLE = "unavailable"
     CLOSED = "closed"
 
@@ -105,7 +107,7 @@ class SinkWorker:
     def __init__(self, sink: Sink, *, queue_size: int, on_state: Callable[[], None]) -> None:
         self.sink = sink
         self.name = sink.name
-        self.state = SinkState.OPENING
+        self.state = SinkState.OPENING if sink.enabled else SinkState.DISABLED
         self.delivered = 0
         self.dropped = 0
         self.errors = 0
@@ -197,7 +199,10 @@ class SinkWorker:
             self._wake_event.set()
 
     def stalled_for(self) -> float:
-        """Seconds the sink has been inside one batch of hook calls (0 when idle)."""
+        """Seconds since the sink last finished a hook call while busy (0 when idle).
+
+        A slow sink making progress is not stalled; a hung one is.
+        """
         since = self._busy_since
         return 0.0 if since is None else time.monotonic() - since
 
@@ -214,7 +219,7 @@ class SinkWorker:
                     detail = f"detail() failed: {_describe(exc)}"
         return SinkStatus(
             name=self.name,
-            enabled=True,
+            enabled=self.state is not SinkState.DISABLED,
             available=self.state is SinkState.AVAILABLE,
             detail=detail if detail is not None else self.state.value,
             delivered=self.delivered,
@@ -230,6 +235,9 @@ class SinkWorker:
         """The worker task: open the sink, then deliver batches until closed."""
         self._wake_event = anyio.Event()
         self._loop = asyncio.get_running_loop()
+        if self.state is SinkState.DISABLED:
+            self._set_state(SinkState.DISABLED, "disabled by configuration")
+            return
         try:
             if await self._open(open_timeout_s):
                 await self._run_batches()
@@ -308,6 +316,7 @@ class SinkWorker:
                 self._failed(self._hook, exc)
             else:
                 self.delivered += 1
+            self._busy_since = _monotonic()  # progress: a slow sink is not a hung one
         self._call("flush", self.sink.flush)
         return False
 

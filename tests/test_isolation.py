@@ -81,7 +81,7 @@ def test_missing_optional_dependency_is_reported_with_install_hint() -> None:
 
 def test_hanging_sink_is_abandoned_within_the_timeout() -> None:
     """A sink hanging forever costs the loop nothing; run end and close stay bounded."""
-    hanging, healthy, slow = HangingSink(), RecordingSink(), SlowSink(delay_s=0.0005)
+    hanging, healthy, slow = HangingSink(), RecordingSink(), SlowSink(delay_s=0.0001)
     timeout = 1.0
     began = time.monotonic()
     with rlobs.Hub([hanging, healthy, slow], end_timeout_s=timeout, heartbeat_s=0) as hub:
@@ -142,3 +142,14 @@ def test_concurrent_threads_share_one_run_consistently() -> None:
     assert sorted(s.step for s in steps) == list(range(8000))
     assert sink.of_type(RunEnd)[0].total_reward == 8000.0
     assert max(s.cumulative_reward for s in steps) == 8000.0
+
+
+def test_disabled_sink_is_reported_and_never_fed() -> None:
+    """A sink whose configuration disables it is listed, not opened, and gets no events."""
+    off, on = RecordingSink("off"), RecordingSink("on")
+    off.enabled = False
+    with rlobs.Hub([off, on], heartbeat_s=0) as hub:
+        _run_loop(hub, 10)
+        status = {s.name: s for s in hub.status()}
+    assert not status["off"].enabled and not status["off"].available
+    assert off.calls == [] and len(on.of_type(Step)) == 10
