@@ -164,12 +164,13 @@ class OtelSink(Sink):
         from ._tracer import RunTracer
 
         inner = self.exporter
-        target = type(inner).__name__ if inner is not None else self.endpoint
         if inner is None:
             headers = {**parse_headers(self._env_headers), **self.headers}
             inner = otlp_exporter(self.protocol, self.endpoint, headers,
                                   self.export_timeout_s)
-        self._watch = WatchedExporter(inner, target)
+            self._watch = WatchedExporter(inner, self.endpoint, self.endpoint)
+        else:
+            self._watch = WatchedExporter(inner, type(inner).__name__)
         # Our own provider: never the global one; no atexit hook (the hub closes us).
         self._provider = TracerProvider(
             sampler=ALWAYS_ON, resource=Resource.create({"service.name": self.service_name}),

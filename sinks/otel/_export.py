@@ -9,11 +9,13 @@ dead endpoint cannot hold the hub's close hostage to the SDK's retries.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -52,11 +54,13 @@ class WatchedExporter(SpanExporter):
     Args:
         inner: the exporter doing the work.
         target: where it sends (for status), e.g. the endpoint URL.
+        url: the endpoint to probe when an export fails without saying why.
     """
 
-    def __init__(self, inner: SpanExporter, target: str) -> None:
+    def __init__(self, inner: SpanExporter, target: str, url: str | None = None) -> None:
         self.inner = inner
         self.target = target
+        self.url = url
         self.exported = 0
         self.failed = 0
         self.last_error: str | None = None
@@ -77,6 +81,8 @@ class WatchedExporter(SpanExporter):
             self.exported += len(spans)
             self.failing_since = None
             return result
+        if self.url and (message is None or "max retries or shutdown" in message):
+            message = f"{message or 'export failed'} ({probe(self.url)})"
         return self._failed(len(spans), message or "the exporter reported a failure")
 
     def _failed(self, count: int, why: str) -> SpanExportResult:
@@ -111,6 +117,26 @@ class WatchedExporter(SpanExporter):
         elif self.failed:
             text += f"; {self.failed} spans lost earlier ({self.last_error})"
         return text
+
+
+def probe(url: str, timeout_s: float = 0.5) -> str:
+    """Why an endpoint may not answer: try a TCP connection to its host and port.
+
+    The SDK's retry loop ends with a generic "timeout, max retries" message; a refused or
+    unroutable connection is the usual cause and this says which.
+    """
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return f"bad port in {url}"
+    host = parts.hostname or "localhost"
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
+    return f"{host}:{port} accepts connections but the export did not go through"
 
 
 def otlp_exporter(protocol: str, endpoint: str, headers: Mapping[str, str],
