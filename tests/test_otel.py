@@ -278,3 +278,30 @@ def test_loading_the_sink_does_not_import_opentelemetry() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_metrics_count_steps_without_run_ids() -> None:
+    """With metrics on, steps/rewards/span durations are recorded, labelled by run family."""
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    traced = Traced(metric_reader=reader)
+    with traced.hub.run("cartpole-seed1") as run:
+        for _ in range(3):
+            with run.span("actor.forward"):
+                pass
+            run.step(0.5)
+    traced.hub.flush()
+    data = reader.get_metrics_data()
+    traced.hub.close()
+    assert data is not None
+    metrics = {m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics
+               for m in sm.metrics}
+    (steps,) = metrics["rlobs.steps"].data.data_points
+    assert steps.value == 3
+    assert dict(steps.attributes or {}) == {"rlobs.run_family": "cartpole"}
+    (reward,) = metrics["rlobs.reward"].data.data_points
+    assert (reward.count, reward.sum) == (3, 1.5)
+    (latency,) = metrics["rlobs.span.duration"].data.data_points
+    assert dict(latency.attributes or {}) == {"rlobs.run_family": "cartpole",
+                                              "rlobs.span.name": "actor.forward"}

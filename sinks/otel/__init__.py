@@ -11,8 +11,9 @@ as is), ``OTEL_EXPORTER_OTLP_[TRACES_]HEADERS``, ``OTEL_EXPORTER_OTLP_[TRACES_]P
 (``http/protobuf``, default, or ``grpc``), ``OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT``
 (seconds, as the Python SDK reads it; default 3), ``OTEL_SERVICE_NAME`` (default
 ``rlobs``), ``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT``, ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``,
-``OTEL_SDK_DISABLED``. Its own: :data:`RLOBS_OTEL_STEP_SPANS`,
-:data:`RLOBS_OTEL_STEP_EVERY`, :data:`RLOBS_OTEL_MAX_PENDING_SPANS`.
+``OTEL_SDK_DISABLED``, ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``. Its own:
+:data:`RLOBS_OTEL_STEP_SPANS`, :data:`RLOBS_OTEL_STEP_EVERY`,
+:data:`RLOBS_OTEL_MAX_PENDING_SPANS`, :data:`RLOBS_OTEL_METRICS`.
 """
 
 from __future__ import annotations
@@ -53,10 +54,16 @@ RLOBS_OTEL_STEP_EVERY = "RLOBS_OTEL_STEP_EVERY"
 Spans of steps without a span are dropped and counted (``rlobs.spans_skipped``)."""
 RLOBS_OTEL_MAX_PENDING_SPANS = "RLOBS_OTEL_MAX_PENDING_SPANS"
 """Spans one run may hold while they wait for their step. Default ``10000``."""
+RLOBS_OTEL_METRICS = "RLOBS_OTEL_METRICS"
+"""``1`` to also send OTel metrics (steps counter, reward and span-duration histograms,
+labelled by run family, never run id) every 10 s to the OTLP metrics endpoint.
+Default ``0``."""
 
 ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
 TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 PROTOCOLS = ("http/protobuf", "grpc")
+_QUEUE = 8192
+"""Spans the SDK's batch processor holds; past that it drops them without telling."""
 _DEFAULT_BASE = {"http/protobuf": "http://localhost:4318", "grpc": "http://localhost:4317"}
 
 
@@ -83,6 +90,9 @@ class OtelSink(Sink):
         sampling: which steps get a span (:class:`StepSampling`).
         flush_timeout_s: how long a run's end waits for its spans to be sent.
         close_timeout_s: how long closing waits for the last spans to be sent.
+        metrics: also send OTel metrics (see :data:`RLOBS_OTEL_METRICS`).
+        metric_reader: a ready ``MetricReader`` (e.g. an in-memory one); implies
+            ``metrics``.
         env: the environment to read unset options from (default ``os.environ``).
 
     Raises:
@@ -96,7 +106,8 @@ class OtelSink(Sink):
                  exporter: Any = None, protocol: str | None = None,
                  service_name: str | None = None, export_timeout_s: float | None = None,
                  sampling: StepSampling | None = None, flush_timeout_s: float = 2.0,
-                 close_timeout_s: float = 3.0, env: Mapping[str, str] | None = None) -> None:
+                 close_timeout_s: float = 3.0, metrics: bool | None = None,
+                 metric_reader: Any = None, env: Mapping[str, str] | None = None) -> None:
         env = os.environ if env is None else env
         self.protocol = protocol or _first(
             env, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"
@@ -126,7 +137,14 @@ class OtelSink(Sink):
         self.flush_timeout_s = flush_timeout_s
         self.close_timeout_s = close_timeout_s
         self.max_open_runs = 256
+        self.metric_reader = metric_reader
+        self.metrics = metric_reader is not None or (
+            env_bool(RLOBS_OTEL_METRICS, False, env=env) if metrics is None else metrics)
+        self.metrics_endpoint = _first(env, "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or (
+            self.endpoint if self.protocol == "grpc"
+            else self.endpoint.removesuffix("/v1/traces").rstrip("/") + "/v1/metrics")
         self._provider: Any = None
+        self._meters: Any = None
         self._watch: WatchedExporter | None = None
         self._tracer: RunTracer | None = None
         self._flusher: threading.Thread | None = None
@@ -163,27 +181,44 @@ class OtelSink(Sink):
         from ._export import WatchedExporter, otlp_exporter, parse_headers
         from ._tracer import RunTracer
 
+        headers = {**parse_headers(self._env_headers), **self.headers}
         inner = self.exporter
         if inner is None:
-            headers = {**parse_headers(self._env_headers), **self.headers}
             inner = otlp_exporter(self.protocol, self.endpoint, headers,
                                   self.export_timeout_s)
             self._watch = WatchedExporter(inner, self.endpoint, self.endpoint)
         else:
             self._watch = WatchedExporter(inner, type(inner).__name__)
+        resource = Resource.create({"service.name": self.service_name})
         # Our own provider: never the global one; no atexit hook (the hub closes us).
         self._provider = TracerProvider(
-            sampler=ALWAYS_ON, resource=Resource.create({"service.name": self.service_name}),
+            sampler=ALWAYS_ON, resource=resource,
             shutdown_on_exit=False,
             span_limits=SpanLimits(max_span_attributes=self.attribute_limit,
                                    max_attribute_length=self.max_length))
         self._provider.add_span_processor(BatchSpanProcessor(
-            self._watch, max_queue_size=8192, schedule_delay_millis=1000,
+            self._watch, max_queue_size=_QUEUE, schedule_delay_millis=1000,
             max_export_batch_size=512))
         self._tracer = RunTracer(
             self._provider.get_tracer("rlobs"), self.sampling,
             attribute_limit=self.attribute_limit, max_length=self.max_length,
-            max_open_runs=self.max_open_runs, max_pending_spans=self.max_pending_spans)
+            max_open_runs=self.max_open_runs, max_pending_spans=self.max_pending_spans,
+            metrics=self._open_metrics(resource, headers) if self.metrics else None)
+
+    def _open_metrics(self, resource: Any, headers: Mapping[str, str]) -> Any:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        from ._export import otlp_metric_exporter
+        from ._metrics import RunMetrics
+
+        reader = self.metric_reader or PeriodicExportingMetricReader(
+            otlp_metric_exporter(self.protocol, self.metrics_endpoint, headers,
+                                 self.export_timeout_s),
+            export_interval_millis=10_000, export_timeout_millis=self.export_timeout_s * 1000)
+        self._meters = MeterProvider(metric_readers=[reader], resource=resource,
+                                     shutdown_on_exit=False)
+        return RunMetrics(self._meters)
 
     def close(self) -> None:
         from ._export import bounded
@@ -195,6 +230,8 @@ class OtelSink(Sink):
             self._watch.stop_after(self.close_timeout_s / 2)
             if bounded(self._provider.shutdown, self.close_timeout_s, "rlobs-otel-close"):
                 self._watch.last_error = "shutdown did not finish in time; spans abandoned"
+        if self._meters is not None:
+            bounded(self._meters.shutdown, self.close_timeout_s, "rlobs-otel-metrics-close")
 
     # ------------------------------------------------------------------ events
 
@@ -223,18 +260,34 @@ class OtelSink(Sink):
         self._tracer.end(event)
         self._flush_bounded()
 
+    def flush(self) -> None:
+        """Keep the SDK's queue from overflowing: once half of it waits, send now (bounded;
+        meanwhile the hub's queue absorbs or drops steps, and counts them)."""
+        if self._tracer is None or self._watch is None:
+            return
+        backlog = self._tracer.spans_built - self._watch.exported - self._watch.failed
+        if backlog >= _QUEUE // 2 and self._watch.healthy and not self._flushing():
+            self._flusher = self._bounded(self._provider.force_flush,
+                                          2 * self.export_timeout_s, "rlobs-otel-flush")
+
+    def _flushing(self) -> bool:
+        return self._flusher is not None and self._flusher.is_alive()
+
+    @staticmethod
+    def _bounded(func: Any, timeout_s: float, name: str) -> threading.Thread | None:
+        from ._export import bounded
+
+        return bounded(func, timeout_s, name)
+
     def _flush_bounded(self) -> None:
         """Send the run's spans now, waiting at most ``flush_timeout_s`` (none while the
         endpoint is failing: the SDK keeps retrying in the background)."""
-        from ._export import bounded
-
         assert self._watch is not None
-        if self._flusher is not None and self._flusher.is_alive():
-            return  # a flush still in flight will take these spans too
-        if not self._watch.healthy:
+        # A flush still in flight takes these spans too; a failing endpoint is not waited on.
+        if self._flushing() or not self._watch.healthy:
             return
-        self._flusher = bounded(self._provider.force_flush, self.flush_timeout_s,
-                                "rlobs-otel-flush")
+        self._flusher = self._bounded(self._provider.force_flush, self.flush_timeout_s,
+                                      "rlobs-otel-flush")
 
     def detail(self) -> str | None:
         if self._watch is None or self._tracer is None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -75,6 +76,15 @@ def _prefixed(prefix: str, mapping: Mapping[str, Any]) -> Iterable[tuple[str, An
 def _finite(value: float) -> float | str:
     # NaN/inf are valid doubles in OTLP but many JSON back ends reject them.
     return value if math.isfinite(value) else str(value)
+
+
+_FAMILY = re.compile(r"[-/:]")
+
+
+def family(run_name: str) -> str:
+    """A run's family, its name up to the first ``-``, ``/`` or ``:``
+    (``"cartpole-sac-seed3"`` → ``"cartpole"``): a label that does not grow with runs."""
+    return _FAMILY.split(run_name, maxsplit=1)[0] or run_name
 
 
 def run_name(start: RunStart) -> str:

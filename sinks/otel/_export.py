@@ -157,6 +157,24 @@ def otlp_exporter(protocol: str, endpoint: str, headers: Mapping[str, str],
     return exporter
 
 
+def otlp_metric_exporter(protocol: str, endpoint: str, headers: Mapping[str, str],
+                         timeout_s: float) -> Any:
+    """An OTLP metric exporter for ``protocol``, as :func:`otlp_exporter`.
+
+    Raises:
+        SinkUnavailable: the exporter package for ``protocol`` is not installed.
+    """
+    if protocol == "grpc":
+        module = require("opentelemetry.exporter.otlp.proto.grpc.metric_exporter",
+                         "otel-grpc")
+        return module.OTLPMetricExporter(endpoint=endpoint,
+                                         headers=tuple(headers.items()) or None,
+                                         timeout=timeout_s)
+    module = require("opentelemetry.exporter.otlp.proto.http.metric_exporter", "otel")
+    return module.OTLPMetricExporter(endpoint=endpoint, headers=dict(headers),
+                                     timeout=timeout_s)
+
+
 def parse_headers(raw: str) -> dict[str, str]:
     """``OTEL_EXPORTER_OTLP_HEADERS`` syntax (``k=v,k2=v2``, URL-encoded) to a dict."""
     from opentelemetry.util.re import parse_env_headers

@@ -26,6 +26,7 @@ from opentelemetry.trace import Status, StatusCode
 from rlobs import Artifact, RunEnd, RunStart, RunStatus, RunUpdate, Span, Step
 
 from . import _attributes as attributes
+from ._metrics import RunMetrics
 from ._sampling import StepSampling
 
 _RECENT = 8
@@ -35,12 +36,14 @@ _RECENT = 8
 class _RunTrace:
     """One open run: its span and what its steps still need."""
 
-    __slots__ = ("attrs_dropped", "attrs_used", "ctx", "last_ns", "next_step", "pending",
-                 "pending_count", "recent", "root", "skipped_spans", "skipped_steps", "start")
+    __slots__ = ("attrs_dropped", "attrs_used", "ctx", "family", "last_ns", "next_step",
+                 "pending", "pending_count", "recent", "root", "skipped_spans", "skipped_steps",
+                 "start")
 
     def __init__(self, start: RunStart, root: trace.Span, attrs_used: int,
                  attrs_dropped: int) -> None:
         self.start = start
+        self.family = attributes.family(start.name)
         self.root = root
         self.ctx = trace.set_span_in_context(root, Context())
         self.last_ns = start.time_ns
@@ -64,11 +67,12 @@ class RunTracer:
         max_length: longest string attribute value.
         max_open_runs: runs traced at once; later ones are counted, not traced.
         max_pending_spans: spans one run may hold while waiting for their step.
+        metrics: instruments to record every step and span on, sampled or not.
     """
 
     def __init__(self, tracer: trace.Tracer, sampling: StepSampling, *,
                  attribute_limit: int, max_length: int, max_open_runs: int,
-                 max_pending_spans: int) -> None:
+                 max_pending_spans: int, metrics: RunMetrics | None = None) -> None:
         self._tracer = tracer
         self._sampling = sampling
         self._limit = attribute_limit
@@ -76,6 +80,7 @@ class RunTracer:
         self._max_runs = max_open_runs
         self._max_pending = max_pending_spans
         self._runs: dict[str, _RunTrace] = {}
+        self._metrics = metrics
         self.untraced_runs = 0
         self.dropped_spans = 0
         self.spans_built = 0
@@ -102,6 +107,8 @@ class RunTracer:
         run = self._runs.get(event.run_id)
         if run is None:
             return
+        if self._metrics is not None:
+            self._metrics.step(event, run.family)
         start_ns, run.last_ns = run.last_ns, event.time_ns
         run.next_step = event.step + 1
         self._release_orphans(run, event.step)
@@ -123,6 +130,8 @@ class RunTracer:
         run = self._runs.get(event.run_id)
         if run is None:
             return
+        if self._metrics is not None:
+            self._metrics.span(event, run.family)
         if event.step < run.next_step:  # its step came first (recorded on another thread)
             ctx = run.recent.get(event.step)
             if ctx is None:
