@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -305,3 +306,21 @@ def test_metrics_count_steps_without_run_ids() -> None:
     (latency,) = metrics["rlobs.span.duration"].data.data_points
     assert dict(latency.attributes or {}) == {"rlobs.run_family": "cartpole",
                                               "rlobs.span.name": "actor.forward"}
+
+
+def test_replay_rebuilds_the_trace_with_recorded_times(runs_dir: Path) -> None:
+    """Replaying a JSONL log to the sink gives spans with the log's times, not replay's."""
+    with rlobs.Hub(["jsonl"], heartbeat_s=0, provenance=False) as hub, \
+            hub.run("recorded") as run:
+        for _ in range(2):
+            with run.span("actor.forward"):
+                pass
+            run.step(1.0)
+    log = rlobs.read_run(runs_dir / f"{run.run_id}.jsonl")
+    traced = Traced()
+    traced.hub.replay(log)
+    traced.hub.close()
+    assert traced.named("step 1").end_time == log.steps[1].time_ns
+    assert traced.named("invoke_agent recorded").start_time == log.start.time_ns
+    assert sorted(s.start_time for s in traced.spans() if s.name == "actor.forward") == \
+        sorted(s.start_ns for s in log.spans)
