@@ -125,29 +125,37 @@ class OtelSink(Sink):
             "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
             env_float("OTEL_EXPORTER_OTLP_TIMEOUT", 3.0, minimum=0.001, env=env),
             minimum=0.001, env=env)
+        self.disabled = env_bool("OTEL_SDK_DISABLED", False, env=env)
+        self.flush_timeout_s = flush_timeout_s
+        self.close_timeout_s = close_timeout_s
+        self._read_limits(env, sampling)
+        self._read_metrics(env, metrics, metric_reader)
+        self._provider: Any = None
+        self._meters: Any = None
+        self._watch: WatchedExporter | None = None
+        self._tracer: RunTracer | None = None
+        self._flusher: threading.Thread | None = None
+
+    def _read_limits(self, env: Mapping[str, str], sampling: StepSampling | None) -> None:
+        """What bounds a run's trace: step sampling, held spans, attribute limits."""
         self.sampling = sampling or StepSampling(
             first=env_int(RLOBS_OTEL_STEP_SPANS, 1000, env=env),
             every=env_int(RLOBS_OTEL_STEP_EVERY, 100, env=env))
         self.max_pending_spans = env_int(RLOBS_OTEL_MAX_PENDING_SPANS, 10000, env=env)
+        self.max_open_runs = 256
         self.attribute_limit = env_int("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", 128, minimum=32,
                                        env=env)
         self.max_length = env_int("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", 4096, minimum=16,
                                   env=env)
-        self.disabled = env_bool("OTEL_SDK_DISABLED", False, env=env)
-        self.flush_timeout_s = flush_timeout_s
-        self.close_timeout_s = close_timeout_s
-        self.max_open_runs = 256
+
+    def _read_metrics(self, env: Mapping[str, str], metrics: bool | None,
+                      metric_reader: Any) -> None:
         self.metric_reader = metric_reader
         self.metrics = metric_reader is not None or (
             env_bool(RLOBS_OTEL_METRICS, False, env=env) if metrics is None else metrics)
         self.metrics_endpoint = _first(env, "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or (
             self.endpoint if self.protocol == "grpc"
             else self.endpoint.removesuffix("/v1/traces").rstrip("/") + "/v1/metrics")
-        self._provider: Any = None
-        self._meters: Any = None
-        self._watch: WatchedExporter | None = None
-        self._tracer: RunTracer | None = None
-        self._flusher: threading.Thread | None = None
 
     def _endpoint_from(self, env: Mapping[str, str]) -> str:
         traces = _first(env, TRACES_ENDPOINT)
@@ -178,17 +186,11 @@ class OtelSink(Sink):
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
         from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
-        from ._export import WatchedExporter, otlp_exporter, parse_headers
+        from ._export import parse_headers
         from ._tracer import RunTracer
 
         headers = {**parse_headers(self._env_headers), **self.headers}
-        inner = self.exporter
-        if inner is None:
-            inner = otlp_exporter(self.protocol, self.endpoint, headers,
-                                  self.export_timeout_s)
-            self._watch = WatchedExporter(inner, self.endpoint, self.endpoint)
-        else:
-            self._watch = WatchedExporter(inner, type(inner).__name__)
+        self._watch = self._watched_exporter(headers)
         resource = Resource.create({"service.name": self.service_name})
         # Our own provider: never the global one; no atexit hook (the hub closes us).
         self._provider = TracerProvider(
@@ -204,6 +206,14 @@ class OtelSink(Sink):
             attribute_limit=self.attribute_limit, max_length=self.max_length,
             max_open_runs=self.max_open_runs, max_pending_spans=self.max_pending_spans,
             metrics=self._open_metrics(resource, headers) if self.metrics else None)
+
+    def _watched_exporter(self, headers: Mapping[str, str]) -> WatchedExporter:
+        from ._export import WatchedExporter, otlp_exporter
+
+        if self.exporter is not None:
+            return WatchedExporter(self.exporter, type(self.exporter).__name__)
+        inner = otlp_exporter(self.protocol, self.endpoint, headers, self.export_timeout_s)
+        return WatchedExporter(inner, self.endpoint, self.endpoint)
 
     def _open_metrics(self, resource: Any, headers: Mapping[str, str]) -> Any:
         from opentelemetry.sdk.metrics import MeterProvider
