@@ -1,0 +1,310 @@
+"""OpenTelemetry sink: each run becomes a trace (run → step → span) sent over OTLP.
+
+Spans are built on the sink's worker thread from the events' recorded timestamps — never
+on the agent's thread, where the SDK would cost ~25 µs per span — with their own
+``TracerProvider`` (the global one belongs to the application) and the SDK's
+``BatchSpanProcessor``. See ``docs/otel.md`` for the span model and the attributes.
+
+Standard variables (explicit constructor arguments win): ``OTEL_EXPORTER_OTLP_ENDPOINT``
+(base URL, ``/v1/traces`` appended for HTTP), ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (used
+as is), ``OTEL_EXPORTER_OTLP_[TRACES_]HEADERS``, ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL``
+(``http/protobuf``, default, or ``grpc``), ``OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT``
+(seconds, as the Python SDK reads it; default 3), ``OTEL_SERVICE_NAME`` (default
+``rlobs``), ``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT``, ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``,
+``OTEL_SDK_DISABLED``, ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``. Its own:
+:data:`RLOBS_OTEL_STEP_SPANS`, :data:`RLOBS_OTEL_STEP_EVERY`,
+:data:`RLOBS_OTEL_MAX_PENDING_SPANS`, :data:`RLOBS_OTEL_METRICS`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from rlobs import (
+    Artifact,
+    ConfigError,
+    RunEnd,
+    RunStart,
+    RunUpdate,
+    Sink,
+    SinkUnavailable,
+    Span,
+    Step,
+    env_bool,
+    env_float,
+    env_int,
+    require,
+)
+
+from ._sampling import StepSampling
+
+if TYPE_CHECKING:
+    from ._export import WatchedExporter
+    from ._tracer import RunTracer
+
+__all__ = ["OtelSink", "StepSampling"]
+
+RLOBS_OTEL_STEP_SPANS = "RLOBS_OTEL_STEP_SPANS"
+"""Steps ``0 .. N-1`` of a run each get a span. Default ``1000``."""
+RLOBS_OTEL_STEP_EVERY = "RLOBS_OTEL_STEP_EVERY"
+"""After those, step ``k`` gets a span when ``k % EVERY == 0``; ``0``: none. Default ``100``.
+Spans of steps without a span are dropped and counted (``rlobs.spans_skipped``)."""
+RLOBS_OTEL_MAX_PENDING_SPANS = "RLOBS_OTEL_MAX_PENDING_SPANS"
+"""Spans one run may hold while they wait for their step. Default ``10000``."""
+RLOBS_OTEL_METRICS = "RLOBS_OTEL_METRICS"
+"""``1`` to also send OTel metrics (steps counter, reward and span-duration histograms,
+labelled by run family, never run id) every 10 s to the OTLP metrics endpoint.
+Default ``0``."""
+
+ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
+TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+PROTOCOLS = ("http/protobuf", "grpc")
+_QUEUE = 8192
+"""Spans the SDK's batch processor holds; past that it drops them without telling."""
+_DEFAULT_BASE = {"http/protobuf": "http://localhost:4318", "grpc": "http://localhost:4317"}
+
+
+def _first(env: Mapping[str, str], *names: str) -> str | None:
+    for name in names:
+        value = env.get(name, "").strip()
+        if value:
+            return value
+    return None
+
+
+class OtelSink(Sink):
+    """Sends each run as an OpenTelemetry trace over OTLP.
+
+    Args:
+        endpoint: the traces URL (HTTP: ``http://host:4318/v1/traces``; gRPC:
+            ``http://host:4317``); default from the environment.
+        headers: extra request headers (e.g. ``x-mlflow-experiment-id``), over the
+            environment's.
+        exporter: a ready ``SpanExporter`` (e.g. an in-memory one) instead of OTLP.
+        protocol: ``"http/protobuf"`` or ``"grpc"`` (needs ``rlobs[otel-grpc]``).
+        service_name: the resource's ``service.name``.
+        export_timeout_s: bound on one export request, retries included.
+        sampling: which steps get a span (:class:`StepSampling`).
+        flush_timeout_s: how long a run's end waits for its spans to be sent.
+        close_timeout_s: how long closing waits for the last spans to be sent.
+        metrics: also send OTel metrics (see :data:`RLOBS_OTEL_METRICS`).
+        metric_reader: a ready ``MetricReader`` (e.g. an in-memory one); implies
+            ``metrics``.
+        env: the environment to read unset options from (default ``os.environ``).
+
+    Raises:
+        ConfigError: ``protocol`` is not one the sink speaks.
+    """
+
+    name = "otel"
+    flush_interval_s = 0.2
+
+    def __init__(self, endpoint: str | None = None, *, headers: Mapping[str, str] | None = None,
+                 exporter: Any = None, protocol: str | None = None,
+                 service_name: str | None = None, export_timeout_s: float | None = None,
+                 sampling: StepSampling | None = None, flush_timeout_s: float = 2.0,
+                 close_timeout_s: float = 3.0, metrics: bool | None = None,
+                 metric_reader: Any = None, env: Mapping[str, str] | None = None) -> None:
+        env = os.environ if env is None else env
+        self.protocol = protocol or _first(
+            env, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"
+        ) or "http/protobuf"
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"OTLP protocol {self.protocol!r} is not supported; "
+                              f"use one of {', '.join(PROTOCOLS)}")
+        self.endpoint = endpoint or self._endpoint_from(env)
+        self._env_headers = _first(env, "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                                   "OTEL_EXPORTER_OTLP_HEADERS") or ""
+        self.headers = dict(headers or {})
+        self.exporter = exporter
+        self.service_name = service_name or _first(env, "OTEL_SERVICE_NAME") or "rlobs"
+        self.export_timeout_s = export_timeout_s or env_float(
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+            env_float("OTEL_EXPORTER_OTLP_TIMEOUT", 3.0, minimum=0.001, env=env),
+            minimum=0.001, env=env)
+        self.disabled = env_bool("OTEL_SDK_DISABLED", False, env=env)
+        self.flush_timeout_s = flush_timeout_s
+        self.close_timeout_s = close_timeout_s
+        self._read_limits(env, sampling)
+        self._read_metrics(env, metrics, metric_reader)
+        self._provider: Any = None
+        self._meters: Any = None
+        self._watch: WatchedExporter | None = None
+        self._tracer: RunTracer | None = None
+        self._flusher: threading.Thread | None = None
+
+    def _read_limits(self, env: Mapping[str, str], sampling: StepSampling | None) -> None:
+        """What bounds a run's trace: step sampling, held spans, attribute limits."""
+        self.sampling = sampling or StepSampling(
+            first=env_int(RLOBS_OTEL_STEP_SPANS, 1000, env=env),
+            every=env_int(RLOBS_OTEL_STEP_EVERY, 100, env=env))
+        self.max_pending_spans = env_int(RLOBS_OTEL_MAX_PENDING_SPANS, 10000, env=env)
+        self.max_open_runs = 256
+        self.attribute_limit = env_int("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", 128, minimum=32,
+                                       env=env)
+        self.max_length = env_int("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", 4096, minimum=16,
+                                  env=env)
+
+    def _read_metrics(self, env: Mapping[str, str], metrics: bool | None,
+                      metric_reader: Any) -> None:
+        self.metric_reader = metric_reader
+        self.metrics = metric_reader is not None or (
+            env_bool(RLOBS_OTEL_METRICS, False, env=env) if metrics is None else metrics)
+        self.metrics_endpoint = _first(env, "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or (
+            self.endpoint if self.protocol == "grpc"
+            else self.endpoint.removesuffix("/v1/traces").rstrip("/") + "/v1/metrics")
+
+    def _endpoint_from(self, env: Mapping[str, str]) -> str:
+        traces = _first(env, TRACES_ENDPOINT)
+        if traces:
+            return traces
+        base = _first(env, ENDPOINT) or _DEFAULT_BASE[self.protocol]
+        return base if self.protocol == "grpc" else f"{base.rstrip('/')}/v1/traces"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> OtelSink:
+        return cls(env=env)
+
+    @classmethod
+    def selected_by_default(cls, env: Mapping[str, str]) -> bool:
+        """On when an OTLP endpoint variable is set (and the SDK is not disabled)."""
+        if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+            return False
+        return bool(_first(env, ENDPOINT, TRACES_ENDPOINT))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def open(self) -> None:
+        if self.disabled:
+            raise SinkUnavailable("OTEL_SDK_DISABLED is set: OpenTelemetry is switched off")
+        require("opentelemetry.sdk.trace", "otel")
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+        from ._export import parse_headers
+        from ._tracer import RunTracer
+
+        headers = {**parse_headers(self._env_headers), **self.headers}
+        self._watch = self._watched_exporter(headers)
+        resource = Resource.create({"service.name": self.service_name})
+        # Our own provider: never the global one; no atexit hook (the hub closes us).
+        self._provider = TracerProvider(
+            sampler=ALWAYS_ON, resource=resource,
+            shutdown_on_exit=False,
+            span_limits=SpanLimits(max_span_attributes=self.attribute_limit,
+                                   max_attribute_length=self.max_length))
+        self._provider.add_span_processor(BatchSpanProcessor(
+            self._watch, max_queue_size=_QUEUE, schedule_delay_millis=1000,
+            max_export_batch_size=512))
+        self._tracer = RunTracer(
+            self._provider.get_tracer("rlobs"), self.sampling,
+            attribute_limit=self.attribute_limit, max_length=self.max_length,
+            max_open_runs=self.max_open_runs, max_pending_spans=self.max_pending_spans,
+            metrics=self._open_metrics(resource, headers) if self.metrics else None)
+
+    def _watched_exporter(self, headers: Mapping[str, str]) -> WatchedExporter:
+        from ._export import WatchedExporter, otlp_exporter
+
+        if self.exporter is not None:
+            return WatchedExporter(self.exporter, type(self.exporter).__name__)
+        inner = otlp_exporter(self.protocol, self.endpoint, headers, self.export_timeout_s)
+        return WatchedExporter(inner, self.endpoint, self.endpoint)
+
+    def _open_metrics(self, resource: Any, headers: Mapping[str, str]) -> Any:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        from ._export import otlp_metric_exporter
+        from ._metrics import RunMetrics
+
+        reader = self.metric_reader or PeriodicExportingMetricReader(
+            otlp_metric_exporter(self.protocol, self.metrics_endpoint, headers,
+                                 self.export_timeout_s),
+            export_interval_millis=10_000, export_timeout_millis=self.export_timeout_s * 1000)
+        self._meters = MeterProvider(metric_readers=[reader], resource=resource,
+                                     shutdown_on_exit=False)
+        return RunMetrics(self._meters)
+
+    def close(self) -> None:
+        from ._export import bounded
+
+        if self._tracer is not None:
+            self._tracer.end_all("the sink closed while the run was open")
+        if self._watch is not None and self._provider is not None:
+            # New exports stop halfway through the budget; one in flight ends by its timeout.
+            self._watch.stop_after(self.close_timeout_s / 2)
+            if bounded(self._provider.shutdown, self.close_timeout_s, "rlobs-otel-close"):
+                self._watch.last_error = "shutdown did not finish in time; spans abandoned"
+        if self._meters is not None:
+            bounded(self._meters.shutdown, self.close_timeout_s, "rlobs-otel-metrics-close")
+
+    # ------------------------------------------------------------------ events
+
+    def on_run_start(self, event: RunStart) -> None:
+        assert self._tracer is not None
+        self._tracer.start(event)
+
+    def on_step(self, event: Step) -> None:
+        assert self._tracer is not None
+        self._tracer.step(event)
+
+    def on_span(self, event: Span) -> None:
+        assert self._tracer is not None
+        self._tracer.span(event)
+
+    def on_run_update(self, event: RunUpdate) -> None:
+        assert self._tracer is not None
+        self._tracer.update(event)
+
+    def on_artifact(self, event: Artifact) -> None:
+        assert self._tracer is not None
+        self._tracer.artifact(event)
+
+    def on_run_end(self, event: RunEnd) -> None:
+        assert self._tracer is not None
+        self._tracer.end(event)
+        self._flush_bounded()
+
+    def flush(self) -> None:
+        """Keep the SDK's queue from overflowing: once half of it waits, send now (bounded;
+        meanwhile the hub's queue absorbs or drops steps, and counts them)."""
+        if self._tracer is None or self._watch is None:
+            return
+        backlog = self._tracer.spans_built - self._watch.exported - self._watch.failed
+        if backlog >= _QUEUE // 2 and self._watch.healthy and not self._flushing():
+            self._flusher = self._bounded(self._provider.force_flush,
+                                          2 * self.export_timeout_s, "rlobs-otel-flush")
+
+    def _flushing(self) -> bool:
+        return self._flusher is not None and self._flusher.is_alive()
+
+    @staticmethod
+    def _bounded(func: Any, timeout_s: float, name: str) -> threading.Thread | None:
+        from ._export import bounded
+
+        return bounded(func, timeout_s, name)
+
+    def _flush_bounded(self) -> None:
+        """Send the run's spans now, waiting at most ``flush_timeout_s`` (none while the
+        endpoint is failing: the SDK keeps retrying in the background)."""
+        assert self._watch is not None
+        # A flush still in flight takes these spans too; a failing endpoint is not waited on.
+        if self._flushing() or not self._watch.healthy:
+            return
+        self._flusher = self._bounded(self._provider.force_flush, self.flush_timeout_s,
+                                      "rlobs-otel-flush")
+
+    def detail(self) -> str | None:
+        if self._watch is None or self._tracer is None:
+            return None
+        text = self._watch.describe()
+        tracer = self._tracer
+        if tracer.untraced_runs or tracer.dropped_spans:
+            text += (f"; not traced: {tracer.untraced_runs} runs over the open-run limit, "
+                     f"{tracer.dropped_spans} spans over the pending limit")
+        return text

@@ -1,0 +1,195 @@
+"""The exporter side: OTLP exporters, and a watch on how exports go.
+
+Imported only once the sink opens (it imports the OpenTelemetry SDK). Batching, retry and
+backpressure stay in the SDK's ``BatchSpanProcessor``; :class:`WatchedExporter` only keeps
+score (for ``Hub.status()``) and refuses to start new exports after a close deadline, so a
+dead endpoint cannot hold the hub's close hostage to the SDK's retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from rlobs import require
+
+_slot = threading.local()
+
+
+class _LastMessage(logging.Handler):
+    """Keeps the exporter's own failure message (e.g. "Connection refused") for the
+    export running on this thread: the SDK logs why an export failed but returns only
+    FAILURE."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(_slot, "capturing", False) and record.levelno >= logging.WARNING:
+            _slot.message = record.getMessage()
+
+
+_handler = _LastMessage()
+logging.getLogger("opentelemetry.exporter").addHandler(_handler)
+
+
+@contextmanager
+def _capture() -> Iterator[None]:
+    _slot.capturing, _slot.message = True, None
+    try:
+        yield
+    finally:
+        _slot.capturing = False
+
+
+class WatchedExporter(SpanExporter):
+    """Wraps an exporter: counts exported and failed spans, remembers the last failure.
+
+    Args:
+        inner: the exporter doing the work.
+        target: where it sends (for status), e.g. the endpoint URL.
+        url: the endpoint to probe when an export fails without saying why.
+    """
+
+    def __init__(self, inner: SpanExporter, target: str, url: str | None = None) -> None:
+        self.inner = inner
+        self.target = target
+        self.url = url
+        self.exported = 0
+        self.failed = 0
+        self.last_error: str | None = None
+        self.failing_since: float | None = None
+        self._deadline: float | None = None
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            return self._failed(len(spans), "not sent: the sink closed before the "
+                                "exporter caught up")
+        with _capture():
+            try:
+                result = self.inner.export(spans)
+            except Exception as exc:  # an exporter bug must not kill the SDK's thread
+                return self._failed(len(spans), f"{type(exc).__name__}: {exc}")
+            message = getattr(_slot, "message", None)
+        if result is SpanExportResult.SUCCESS:
+            self.exported += len(spans)
+            self.failing_since = None
+            return result
+        if self.url and (message is None or "max retries or shutdown" in message):
+            message = f"{message or 'export failed'} ({probe(self.url)})"
+        return self._failed(len(spans), message or "the exporter reported a failure")
+
+    def _failed(self, count: int, why: str) -> SpanExportResult:
+        self.failed += count
+        self.last_error = why[:300]
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+        return SpanExportResult.FAILURE
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the last export went through (or none failed yet)."""
+        return self.failing_since is None
+
+    def stop_after(self, seconds: float) -> None:
+        """Fail, without sending, every export that starts later than ``seconds`` from now."""
+        self._deadline = time.monotonic() + seconds
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+    def describe(self) -> str:
+        """A one-line status: where spans go and how exports went."""
+        text = f"exporting to {self.target}: {self.exported} spans sent"
+        if self.failing_since is not None:
+            ago = time.monotonic() - self.failing_since
+            text += (f"; export failing for {ago:.0f}s ({self.failed} spans lost): "
+                     f"{self.last_error}")
+        elif self.failed:
+            text += f"; {self.failed} spans lost earlier ({self.last_error})"
+        return text
+
+
+def probe(url: str, timeout_s: float = 0.5) -> str:
+    """Why an endpoint may not answer: try a TCP connection to its host and port.
+
+    The SDK's retry loop ends with a generic "timeout, max retries" message; a refused or
+    unroutable connection is the usual cause and this says which.
+    """
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return f"bad port in {url}"
+    host = parts.hostname or "localhost"
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
+    return f"{host}:{port} accepts connections but the export did not go through"
+
+
+def otlp_exporter(protocol: str, endpoint: str, headers: Mapping[str, str],
+                  timeout_s: float) -> SpanExporter:
+    """An OTLP span exporter for ``protocol`` (``http/protobuf`` or ``grpc``).
+
+    Raises:
+        SinkUnavailable: the exporter package for ``protocol`` is not installed.
+    """
+    if protocol == "grpc":
+        module = require("opentelemetry.exporter.otlp.proto.grpc.trace_exporter", "otel-grpc")
+        exporter: SpanExporter = module.OTLPSpanExporter(
+            endpoint=endpoint, headers=tuple(headers.items()) or None, timeout=timeout_s)
+        return exporter
+    module = require("opentelemetry.exporter.otlp.proto.http.trace_exporter", "otel")
+    exporter = module.OTLPSpanExporter(endpoint=endpoint, headers=dict(headers),
+                                       timeout=timeout_s)
+    return exporter
+
+
+def otlp_metric_exporter(protocol: str, endpoint: str, headers: Mapping[str, str],
+                         timeout_s: float) -> Any:
+    """An OTLP metric exporter for ``protocol``, as :func:`otlp_exporter`.
+
+    Raises:
+        SinkUnavailable: the exporter package for ``protocol`` is not installed.
+    """
+    if protocol == "grpc":
+        module = require("opentelemetry.exporter.otlp.proto.grpc.metric_exporter",
+                         "otel-grpc")
+        return module.OTLPMetricExporter(endpoint=endpoint,
+                                         headers=tuple(headers.items()) or None,
+                                         timeout=timeout_s)
+    module = require("opentelemetry.exporter.otlp.proto.http.metric_exporter", "otel")
+    return module.OTLPMetricExporter(endpoint=endpoint, headers=dict(headers),
+                                     timeout=timeout_s)
+
+
+def parse_headers(raw: str) -> dict[str, str]:
+    """``OTEL_EXPORTER_OTLP_HEADERS`` syntax (``k=v,k2=v2``, URL-encoded) to a dict."""
+    from opentelemetry.util.re import parse_env_headers
+
+    return dict(parse_env_headers(raw, liberal=True))
+
+
+def bounded(func: Callable[[], Any], timeout_s: float, name: str) -> threading.Thread | None:
+    """Run ``func`` on a daemon thread and wait at most ``timeout_s``.
+
+    Returns:
+        ``None`` if it finished, else its thread: it keeps going in the background and
+        nothing waits for it.
+    """
+    thread = threading.Thread(target=func, name=name, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return thread if thread.is_alive() else None
