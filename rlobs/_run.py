@@ -60,7 +60,9 @@ def status_for(exc: BaseException | None) -> tuple[RunStatus, str | None]:
     if isinstance(exc, SystemExit):
         ok = exc.code in (0, None)
         return (RunStatus.FINISHED, None) if ok else (RunStatus.FAILED, text)
-    if isinstance(exc, Exception) and not isinstance(exc, anyio.get_cancelled_exc_class()):
+    # No anyio.get_cancelled_exc_class() here: it raises outside an event loop (a plain
+    # ``with run:``), and asyncio's and trio's cancellations are BaseExceptions anyway.
+    if isinstance(exc, Exception):
         return RunStatus.FAILED, text
     return RunStatus.KILLED, text
 
