@@ -54,6 +54,9 @@ def _rewards(ax: Any, log: RunLog) -> None:
     mx, my = _thin(xs, rolling_mean(ys, window))
     ax.plot(mx, my, lw=1.8, color="C0", label=f"rolling mean ({window} steps)")
     ax.set_xlabel("step")
+    if min(ys) == max(ys):  # e.g. CartPole: +1 per step; the episode returns tell more
+        ax.text(0.5, 0.3, f"every step's reward is {ys[0]:g}", ha="center",
+                transform=ax.transAxes, color="0.4")
     ax.legend(loc="upper left", fontsize="small", framealpha=0.9)
 
 
@@ -80,6 +83,16 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[index]
 
 
+def _duration(value: float, unit: str) -> str:
+    """A duration in ``unit`` as text in the unit that reads best."""
+    micros = value * (1e3 if unit == "ms" else 1.0)
+    if micros < 1e3:
+        return f"{micros:.3g} µs"
+    if micros < 1e6:
+        return f"{micros / 1e3:.3g} ms"
+    return f"{micros / 1e6:.3g} s"
+
+
 def _latency(ax: Any, log: RunLog) -> None:
     import numpy as np
 
@@ -101,7 +114,7 @@ def _latency(ax: Any, log: RunLog) -> None:
         p50, p99 = _percentile(values, 0.5), _percentile(values, 0.99)
         ax.hist(np.clip(values, low, None), bins=bins, histtype="stepfilled", alpha=0.35,
                 color=f"C{i}", edgecolor=f"C{i}",
-                label=f"{name}: p50 {p50:.3g} {unit}, p99 {p99:.3g} {unit} "
+                label=f"{name}: p50 {_duration(p50, unit)}, p99 {_duration(p99, unit)} "
                       f"(n={len(values):,})")
         ax.axvline(p50, color=f"C{i}", lw=1, ls="--")
     ax.set_xscale("log")
