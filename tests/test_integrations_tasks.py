@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Iterator
 
 import anyio
@@ -143,3 +144,17 @@ def test_asyncio_gather_keeps_runs_apart(hub_sink: tuple[Hub, RecordingSink]) ->
     by_run = {e.run_id: e.steps for e in sink.of_type(RunEnd)}
     names = {s.run_id: s.name for s in sink.of_type(RunStart)}
     assert {names[r]: n for r, n in by_run.items()} == {f"agent{i}": i + 1 for i in range(4)}
+
+
+def test_failing_reward_function_does_not_break_the_call(
+        hub_sink: tuple[Hub, RecordingSink]) -> None:
+    """A reward function that raises gives a NaN reward; the call's result is returned."""
+    hub, sink = hub_sink
+
+    @traced("model.call", as_step=True, reward=lambda r: 1 / 0)
+    def call() -> str:
+        return "ok"
+
+    with hub.run("agent"):
+        assert call() == "ok"
+    assert math.isnan(sink.of_type(Step)[0].reward)

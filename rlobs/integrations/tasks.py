@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from .._hub import Hub, default_hub
+from .._log import logger
 from .._run import Run, current_run, wall_ns
 
 P = ParamSpec("P")
@@ -60,8 +62,9 @@ class Task:
 
     def __enter__(self) -> Run:
         run = self.new_run()
+        entered = run.__enter__()
         self._push(run)
-        return run.__enter__()
+        return entered
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -69,8 +72,9 @@ class Task:
 
     async def __aenter__(self) -> Run:
         run = self.new_run()
+        entered = await run.__aenter__()
         self._push(run)
-        return await run.__aenter__()
+        return entered
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
@@ -213,5 +217,10 @@ def _step(run: Run, as_step: bool, reward: Callable[[Any], float] | None, result
         return
     value = 0.0
     if reward is not None and not failed:
-        value = reward(result)
+        try:
+            value = reward(result)
+        except Exception as exc:  # a bad scorer must not break the agent's call
+            value = math.nan
+            logger.warning("reward function failed; step reward is NaN", span=run.name,
+                           error=f"{type(exc).__name__}: {exc}")
     run.step(value, {"latency_ms": (wall_ns() - start) / 1e6, "error": float(failed)})
