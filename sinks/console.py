@@ -56,25 +56,33 @@ class RunBoard:
     episodes: int = 0
     last_ns: int = 0
     best_return: float | None = None
-    rewards: deque[float] = field(default_factory=deque)
-    returns: deque[float] = field(default_factory=deque)
+    rewards: deque[float] = field(init=False)
+    returns: deque[float] = field(init=False)
     marks: deque[tuple[int, int]] = field(default_factory=deque)
 
+    def __post_init__(self) -> None:
+        self.rewards = deque(maxlen=self.window)
+        self.returns = deque(maxlen=self.window)
+
     def add(self, step: Step) -> None:
-        """Account one step."""
-        self.missed += max(0, step.step - self.steps)
-        self.steps = step.step + 1
+        """Account one step (on the sink's worker, once per step: kept lean)."""
+        index = step.step
+        if index != self.steps:
+            self.missed += max(0, index - self.steps)
+        self.steps = index + 1
         self.total_reward = step.cumulative_reward
         self.last_ns = step.time_ns
         self.rewards.append(step.reward)
-        if len(self.rewards) > self.window:
-            self.rewards.popleft()
-        for ret in episode_returns_of(step):
-            self.episodes += 1
-            self.best_return = ret if self.best_return is None else max(self.best_return, ret)
-            self.returns.append(ret)
-            if len(self.returns) > self.window:
-                self.returns.popleft()
+        if step.episode_return is not None:
+            self._episode(step.episode_return)
+        elif step.metrics:
+            for ret in episode_returns_of(step):
+                self._episode(ret)
+
+    def _episode(self, ret: float) -> None:
+        self.episodes += 1
+        self.best_return = ret if self.best_return is None else max(self.best_return, ret)
+        self.returns.append(ret)
 
     def rate(self) -> float:
         """Steps per second over the last few seconds of event time."""
