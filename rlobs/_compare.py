@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich import box
+from rich.console import Console
 from rich.table import Table
 
 from ._curves import Spread, episodes, expand_paths, rolling_mean, run_value
@@ -96,10 +98,11 @@ def _fmt(spread: Spread) -> tuple[str, str]:
 
 def table(groups: Sequence[GroupScore], key: str, last: int) -> Table:
     """The comparison table."""
-    out = Table(title=f"episode return by {key} (final = mean of last {last} episodes; "
-                "± sample std across runs; 95% t-interval)")
-    for column in (key, "runs", "episodes", "final", "final 95% CI", "mean", "mean 95% CI"):
-        out.add_column(column, justify="left" if column == key else "right")
+    out = Table(title=f"episode return by {key}", box=box.SIMPLE_HEAD, pad_edge=False,
+                caption=f"final: mean of each run's last {last} episodes; mean: over all "
+                "its episodes; ± sample std across runs; CI: 95% Student's t")
+    for column in (key, "runs", "episodes", "final", "final CI", "mean", "mean CI"):
+        out.add_column(column, justify="left" if column == key else "right", no_wrap=True)
     for g in groups:
         n_eps = sum(len(r.episodes) for r in g.runs)
         out.add_row(g.group, str(len(g.runs)), str(n_eps), *_fmt(g.final), *_fmt(g.mean))
@@ -141,7 +144,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     groups, skipped = compare(args.paths, args.by, args.last)
     if not groups:
         raise RlobsError("none of the runs has an episode to compare")
-    console().print(table(groups, args.by, args.last))
+    out = console()
+    if not out.is_terminal:  # rich assumes 80 columns; a log file can take the whole table
+        out = Console(file=out.file, width=120, highlight=False)
+    out.print(table(groups, args.by, args.last))
     if skipped:
         console().print(f"[dim]skipped {len(skipped)} run(s) without episodes "
                         f"(e.g. sweep parents): {', '.join(p.name for p in skipped[:5])}"
