@@ -202,7 +202,7 @@ class ConsoleSink(Sink):
         if self._live is not None:
             self._render()  # drop its live line
         else:
-            self.console.print(board.line(), soft_wrap=True)
+            self.console.print(board.line(self._sink_health()), soft_wrap=True)
         self.console.print(summary_table(board, event))
 
     def flush(self) -> None:

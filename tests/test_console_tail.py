@@ -129,3 +129,20 @@ def test_bad_interval_falls_back() -> None:
     with pytest.warns(Warning):
         sink = ConsoleSink.from_env({"RLOBS_CONSOLE_INTERVAL_S": "soon"})
     assert sink.interval_s == 5.0
+
+
+def test_watch_shows_other_sinks_errors() -> None:
+    """Given the hub, each line names the sinks that dropped events or failed."""
+    from rlobs.testing import FailingSink
+
+    out = io.StringIO()
+    console = ConsoleSink(out, terminal=False, interval_s=0.0)
+    with Hub([console, FailingSink("flaky", hooks=["on_step"])], heartbeat_s=0,
+             handle_signals=False, provenance=False) as hub:
+        console.watch(hub)
+        with hub.run("watched") as run:
+            for _ in range(5):
+                run.step(1.0)
+            hub.flush()
+            run.step(1.0)
+    assert "flaky: dropped 0 errors" in out.getvalue()
