@@ -7,11 +7,12 @@ fallback to the eager method, with the reason logged and kept for the span attri
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, cast
 
 import torch
@@ -19,12 +20,13 @@ import torch
 from .. import environment_variables as ev
 from .._exceptions import ConfigWarning
 from .._log import logger
-from ._cudagraph import CudaGraphs
 
 BACKENDS = ("auto", "script", "compile", "cudagraph", "eager")
 """Backend names :func:`rlobs.torch.instrument` accepts."""
 
 DEFAULT_BACKEND = "auto"
+
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 
 # Outputs of a compiled callable must match eager to this tolerance (float32, reordered
 # reductions in fused kernels).
@@ -82,16 +84,42 @@ def eager_method(module: torch.nn.Module, method: str) -> Callable[..., Any]:
     return cast("Callable[..., Any]", fn)
 
 
+@contextlib.contextmanager
+def torch_warnings_logged(backend: str) -> Iterator[None]:
+    """Route warnings raised from torch's own files to the log; re-issue the others.
+
+    torch >= 2.11 deprecates ``jit.script`` with a DeprecationWarning from its own files,
+    and inductor's first compile imports a module that warns the same way. Caught here,
+    deliberately and only around building, neither the user's warning filters nor a test
+    suite's ``filterwarnings = error`` see them; a warning from the user's code still
+    reaches the user's filters.
+    """
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        _route_warnings(caught, backend)
+
+
+def _route_warnings(caught: list[warnings.WarningMessage], backend: str) -> None:
+    logged = set()
+    for w in caught:
+        if w.filename.startswith(_TORCH_DIR):
+            text = f"{w.category.__name__}: {w.message}"
+            if text not in logged:
+                logged.add(text)
+                logger.debug("torch warned while building the actor", backend=backend,
+                             warning=text)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno,
+                                   source=w.source)
+
+
 def _script(module: torch.nn.Module, method: str, options: Mapping[str, Any],
             example: Sequence[Any] | None) -> Callable[..., Any]:
-    # torch >= 2.11 warns that jit.script is deprecated, from its own files. Catch it here,
-    # deliberately and only around this call, so neither the user's warning filters nor a
-    # test suite's ``filterwarnings = error`` see it; it goes to our log instead.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        scripted = torch.jit.script(module)
-    for text in dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught):
-        logger.debug("torch.jit.script warned", warning=text)
+    scripted = torch.jit.script(module)
     fn = scripted if method == "forward" else getattr(scripted, method, None)
     if fn is None:
         raise RuntimeError(f"method {method!r} was not scripted; decorate it with "
@@ -107,6 +135,8 @@ def _compile(module: torch.nn.Module, method: str, options: Mapping[str, Any],
 
 def _cudagraph(module: torch.nn.Module, method: str, options: Mapping[str, Any],
                example: Sequence[Any] | None) -> Callable[..., Any]:
+    from ._cudagraph import CudaGraphs  # imports this module: resolve at call
+
     device = module_device(module)
     if device.type != "cuda":
         raise RuntimeError(f"cudagraph needs a module on a CUDA device, not {device}")
@@ -135,9 +165,10 @@ def build(module: torch.nn.Module, method: str, backend: str, *,
     if backend == "eager":
         return Built(eager, "eager", None)
     try:
-        fn = _BUILDERS[backend](module, method, options or {}, example)
-        if example is not None:
-            check_outputs(fn, eager, example)
+        with torch_warnings_logged(backend):
+            fn = _BUILDERS[backend](module, method, options or {}, example)
+            if example is not None:
+                check_outputs(fn, eager, example)
     except Exception as exc:  # any compiler or capture failure: run eager instead
         return Built(eager, "eager", fallback(backend, exc, module, method))
     return Built(fn, backend, None)
@@ -145,11 +176,20 @@ def build(module: torch.nn.Module, method: str, backend: str, *,
 
 def fallback(backend: str, exc: BaseException, module: torch.nn.Module, method: str) -> str:
     """Log a fallback to eager and return its reason (one line)."""
-    text = str(exc).strip().splitlines()
-    reason = f"{backend} failed: {type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    reason = f"{backend} failed: {type(exc).__name__}: {one_line(str(exc))}".rstrip(": ")
     logger.warning("actor falls back to eager", module=type(module).__name__, method=method,
                    backend=backend, reason=reason)
     return reason
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """A multi-line error as one line: its first and last lines (TorchScript puts the
+    cause last, after a source excerpt)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    short = lines[0] if len(lines) == 1 else f"{lines[0]} … {lines[-1]}"
+    return short if len(short) <= limit else short[:limit - 1] + "…"
 
 
 def check_outputs(fn: Callable[..., Any], eager: Callable[..., Any],

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import torch
 
 from .._log import logger
+from ._backends import one_line
 
 
 class _Graph(NamedTuple):
@@ -105,8 +106,9 @@ class CudaGraphs:
                 logger.info("cuda graph captured", shapes=shapes, graphs=len(self._graphs))
                 return None
             except Exception as exc:  # a capture failure costs one signature, not the actor
-                reason = f"cudagraph capture failed for {shapes}: {type(exc).__name__}: {exc}"
-        self._failed[key] = reason.splitlines()[0]
+                reason = (f"cudagraph capture failed for {shapes}: {type(exc).__name__}: "
+                          f"{one_line(str(exc))}")
+        self._failed[key] = reason
         logger.warning("cuda graph not used for this input", reason=self._failed[key])
         return self._failed[key]
 
