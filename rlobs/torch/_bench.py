@@ -242,11 +242,21 @@ def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmark described by parsed ``args``; render and optionally log it."""
     import torch
 
+    threads = torch.get_num_threads()
+    try:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)  # in-process callers keep their setting
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
     from .._cli import console
     from ._sac import SACActor
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.backends is None:
         extra = ["cudagraph"] if args.device.startswith("cuda") else []

@@ -50,8 +50,8 @@ class CudaGraphs:
     Args:
         fn: the eager callable (tensors in, tensors or tuples of tensors out).
         device: the CUDA device the module lives on.
-        max_graphs: graphs kept at most (each holds its buffers; they share one memory
-            pool); signatures beyond it run eager.
+        max_graphs: graphs kept at most (each holds its own buffers and memory pool);
+            signatures beyond it run eager.
         warmup_calls: eager calls on a side stream before capture (lazy initialisation,
             cuBLAS workspaces), as the PyTorch CUDA graph recipe asks.
         clone_outputs: return copies of the output buffers. ``False`` saves a copy kernel
@@ -67,7 +67,6 @@ class CudaGraphs:
         self._clone = clone_outputs
         self._graphs: dict[Hashable, _Graph] = {}
         self._failed: dict[Hashable, str] = {}
-        self._pool: Any = None
         self.fallback: str | None = None
         """Why the last call ran eager, or ``None`` if it replayed a graph."""
 
@@ -126,9 +125,9 @@ class CudaGraphs:
             for _ in range(self._warmup):
                 self._fn(*static)
         current.wait_stream(side)
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        # Each graph gets its own memory pool: a shared pool is only safe when graphs
+        # replay in capture order, and batch sizes arrive in any order.
+        with torch.cuda.graph(graph):
             output = self._fn(*static)
         return _Graph(graph, static, output)
