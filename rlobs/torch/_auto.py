@@ -2,13 +2,13 @@
 
 Measured, not assumed: on a 2-core CPU ``torch.jit.script`` halves a small actor's latency
 while ``torch.compile`` doubles it; on an H100 a CUDA graph wins. Candidates are timed in
-interleaved rounds (so a noisy neighbour hurts them all alike) and compared on the median
-of the rounds' per-call means.
+interleaved rounds (so a noisy neighbour hurts them all alike) and compared on their best
+round's per-call mean: on a shared machine most rounds carry someone else's load, the best
+one is closest to the backend's own cost.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -30,7 +30,7 @@ MARGIN = 0.05
 simplest thing that works, and timings on a shared machine wobble by a few percent."""
 
 WARMUP_CALLS = 20
-ROUNDS = 7
+ROUNDS = 9
 CALLS_PER_ROUND = 20
 
 
@@ -40,7 +40,7 @@ class Selection(NamedTuple):
     backend: str
     reason: str
     per_call_ms: Mapping[str, float]
-    """Median per-call time of each candidate that built, in ms."""
+    """Best-round per-call time of each candidate that built, in ms."""
     failed: Mapping[str, str]
     """Candidates that could not be built, with why."""
 
@@ -57,7 +57,7 @@ def _per_call_ms(fn: Callable[..., Any], example: Sequence[Any], calls: int,
 
 def measure(fns: Mapping[str, Callable[..., Any]], example: Sequence[Any],
             sync: Callable[[], None] | None) -> dict[str, float]:
-    """Median over interleaved rounds of each callable's mean per-call time (ms)."""
+    """Best over interleaved rounds of each callable's mean per-call time (ms)."""
     rounds: dict[str, list[float]] = {name: [] for name in fns}
     with torch.inference_mode():
         for fn in fns.values():
@@ -65,7 +65,7 @@ def measure(fns: Mapping[str, Callable[..., Any]], example: Sequence[Any],
         for _ in range(ROUNDS):
             for name, fn in fns.items():
                 rounds[name].append(_per_call_ms(fn, example, CALLS_PER_ROUND, sync))
-    return {name: statistics.median(times) for name, times in rounds.items()}
+    return {name: min(times) for name, times in rounds.items()}
 
 
 def choose(module: torch.nn.Module, method: str, candidates: Sequence[str],
