@@ -32,10 +32,10 @@ class Timed(NamedTuple):
 
 
 def _batch_size(args: tuple[Any, ...]) -> int | None:
-    first = args[0] if args else None
-    if not isinstance(first, torch.Tensor):
-        return None
-    return int(first.shape[0]) if first.dim() >= 2 else 1
+    if args and isinstance(args[0], torch.Tensor):
+        shape = args[0].shape  # one shape read: torch attribute access is not free
+        return int(shape[0]) if len(shape) >= 2 else 1
+    return None
 
 
 class CompiledActor:
@@ -156,10 +156,9 @@ class CompiledActor:
         return output
 
     def _attrs(self, args: tuple[Any, ...]) -> dict[str, Any]:
-        attrs = dict(self._span_attrs)
         size = _batch_size(args)
-        if size is not None:
-            attrs["batch_size"] = size
+        attrs = ({**self._span_attrs, "batch_size": size} if size is not None
+                 else dict(self._span_attrs))
         graphs = self._graphs
         if graphs is not None and graphs.fallback is not None:
             attrs.update(backend="eager", compiled=False, fallback_reason=graphs.fallback)

@@ -117,8 +117,8 @@ def _route_warnings(caught: list[warnings.WarningMessage], backend: str) -> None
                                    source=w.source)
 
 
-def _script(module: torch.nn.Module, method: str, options: Mapping[str, Any],
-            example: Sequence[Any] | None) -> Callable[..., Any]:
+def _script(module: torch.nn.Module, method: str,
+            options: Mapping[str, Any]) -> Callable[..., Any]:
     scripted = torch.jit.script(module)
     fn = scripted if method == "forward" else getattr(scripted, method, None)
     if fn is None:
@@ -127,14 +127,14 @@ def _script(module: torch.nn.Module, method: str, options: Mapping[str, Any],
     return cast("Callable[..., Any]", fn)
 
 
-def _compile(module: torch.nn.Module, method: str, options: Mapping[str, Any],
-             example: Sequence[Any] | None) -> Callable[..., Any]:
-    fn = torch.compile(eager_method(module, method), **options)
-    return fn
+def _compile(module: torch.nn.Module, method: str,
+             options: Mapping[str, Any]) -> Callable[..., Any]:
+    # Lazy: the first call compiles (build() makes that the example's call when given).
+    return torch.compile(eager_method(module, method), **options)
 
 
-def _cudagraph(module: torch.nn.Module, method: str, options: Mapping[str, Any],
-               example: Sequence[Any] | None) -> Callable[..., Any]:
+def _cudagraph(module: torch.nn.Module, method: str,
+               options: Mapping[str, Any]) -> Callable[..., Any]:
     from ._cudagraph import CudaGraphs  # imports this module: resolve at call
 
     device = module_device(module)
@@ -143,8 +143,8 @@ def _cudagraph(module: torch.nn.Module, method: str, options: Mapping[str, Any],
     return CudaGraphs(eager_method(module, method), device, **options)
 
 
-def _eager(module: torch.nn.Module, method: str, options: Mapping[str, Any],
-           example: Sequence[Any] | None) -> Callable[..., Any]:
+def _eager(module: torch.nn.Module, method: str,
+           options: Mapping[str, Any]) -> Callable[..., Any]:
     return eager_method(module, method)
 
 
@@ -166,7 +166,7 @@ def build(module: torch.nn.Module, method: str, backend: str, *,
         return Built(eager, "eager", None)
     try:
         with torch_warnings_logged(backend):
-            fn = _BUILDERS[backend](module, method, options or {}, example)
+            fn = _BUILDERS[backend](module, method, options or {})
             if example is not None:
                 check_outputs(fn, eager, example)
     except Exception as exc:  # any compiler or capture failure: run eager instead
