@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from rlobs._cli import main
 from rlobs.torch._bench import Row, add_arguments, summary_metrics
@@ -44,6 +45,13 @@ def test_bench_logs_summary_metrics_to_the_sinks(runs_dir: Path,
             "overhead.no_spans_us"} <= metrics
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
+def test_cuda_device_without_cuda_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """--device cuda on a machine without CUDA exits 2 with a one-line error."""
+    assert main(["bench", "actor", "--device", "cuda", "--overhead-calls", "0"]) == 2
+    assert "torch sees no CUDA device" in capsys.readouterr().err
+
+
 def test_summary_metrics_flatten_rows() -> None:
     """Rows flatten to `<backend>.bs<n>.<stat>` keys."""
     row = Row("script", "script", 8, 1.0, 0.5, 2.0, 3.0, 1.7)
@@ -59,8 +67,9 @@ def test_defaults_reproduce_the_original_table() -> None:
 
 
 @pytest.mark.parametrize("argv", [["--batch-sizes", "1,x"], ["--batch-sizes", "0"],
-                                  ["--backends", "eager,tensorrt"]])
+                                  ["--backends", "eager,tensorrt"], ["--rounds", "0"],
+                                  ["--calls", "1"], ["--threads", "two"]])
 def test_bad_arguments_are_rejected(argv: list[str]) -> None:
-    """Unknown backends and non-positive or non-integer batch sizes are usage errors."""
+    """Unknown backends, bad batch sizes and counts are usage errors."""
     with pytest.raises(SystemExit):
         _parse(*argv)

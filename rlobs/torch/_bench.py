@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .._exceptions import ConfigError
 from .._sink import Sink
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ def bench_batch(args: argparse.Namespace, model: Any, batch_size: int) -> list[R
         samples: dict[str, list[int]] = {b: [] for b in actors}
         for actor in actors.values():
             _time_calls(actor, x, args.warmup, sync, [])
-        per_round = max(1, args.calls // args.rounds)
+        per_round = max(2, args.calls // args.rounds)
         for _ in range(args.rounds):
             for backend, actor in actors.items():
                 _time_calls(actor, x, per_round, sync, samples[backend])
@@ -212,6 +213,18 @@ def _csv_ints(text: str) -> list[int]:
     return values
 
 
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}: {text!r}")
+        return value
+    return parse
+
+
 def _csv_backends(text: str) -> list[str]:
     names = [v.strip() for v in text.split(",") if v.strip()]
     known = ("auto", "script", "compile", "cudagraph", "eager")
@@ -233,11 +246,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the original table's call)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if "
                         "available)")
-    parser.add_argument("--warmup", type=int, default=500, help="untimed calls per backend")
-    parser.add_argument("--calls", type=int, default=2000, help="timed calls per backend")
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    parser.add_argument("--overhead-calls", type=int, default=100_000,
+    parser.add_argument("--warmup", type=_at_least(0), default=500,
+                        help="untimed calls per backend")
+    parser.add_argument("--calls", type=_at_least(2), default=2000,
+                        help="timed calls per backend")
+    parser.add_argument("--rounds", type=_at_least(1), default=10,
+                        help="interleaved timing rounds")
+    parser.add_argument("--threads", type=_at_least(1), default=None,
+                        help="torch.set_num_threads")
+    parser.add_argument("--overhead-calls", type=_at_least(0), default=100_000,
                         help="calls per round of the overhead table (0 skips it)")
     parser.add_argument("--log", action="store_true", help="log the results as a run "
                         "(summary metrics) to the sinks the environment selects")
@@ -263,6 +280,8 @@ def _run(args: argparse.Namespace) -> int:
     from ._sac import SACActor
 
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {args.device}: torch sees no CUDA device")
     if args.backends is None:
         extra = ["cudagraph"] if args.device.startswith("cuda") else []
         args.backends = [*DEFAULT_BACKENDS[:-1], *extra, "auto"]
@@ -272,7 +291,7 @@ def _run(args: argparse.Namespace) -> int:
     model = SACActor().to(args.device).eval()
     title = (f"SAC actor {args.method} on {_device_name(args.device)}, torch "
              f"{torch.__version__}, {torch.get_num_threads()} threads, warm-up {args.warmup}"
-             f", {args.rounds} × {max(1, args.calls // args.rounds)} timed calls")
+             f", {args.rounds} × {max(2, args.calls // args.rounds)} timed calls")
     rows = [row for bs in args.batch_sizes for row in bench_batch(args, model, bs)]
     console().print(results_table(rows, title))
     overhead = measure_overhead(args.overhead_calls) if args.overhead_calls > 0 else None
