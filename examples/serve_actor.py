@@ -51,9 +51,11 @@ class ActionService:
     def __init__(self, model: SACActor, run: rlobs.Run, backend: str | None = None) -> None:
         self.run = run
         # The server thread is not where the run was entered: give the run explicitly.
+        # The weights are fixed while serving, so TorchScript may freeze them in.
         self.actor: CompiledActor = instrument(
             model, backend=backend, method="deterministic", run=run,
-            example_inputs=(torch.zeros(1, STATE_DIM),))
+            example_inputs=(torch.zeros(1, STATE_DIM),),
+            options={"script": {"freeze": True}})
 
     def act(self, payload: Any) -> dict[str, Any]:
         """One request: ``{"obs": ...}`` → action, latency and backend.

@@ -50,6 +50,41 @@ def test_script_backend_compiles_the_sac_actor(sac: SACActor) -> None:
     assert isinstance(actor.fn, torch.ScriptMethod)
 
 
+def test_frozen_script_matches_eager(sac: SACActor) -> None:
+    """``{"script": {"freeze": True}}`` freezes, optimises and still matches eager."""
+    x = torch.randn(2, 28)
+    actor = instrument(sac, backend="script", method="deterministic", example_inputs=(x,),
+                       options={"script": {"freeze": True}})
+    assert (actor.backend, actor.fallback_reason) == ("script", None)
+    with torch.inference_mode():
+        torch.testing.assert_close(actor(x), sac.deterministic(x))
+
+
+def test_script_follows_weight_updates(sac: SACActor) -> None:
+    """An unfrozen scripted actor shares the module's weights: training updates reach it."""
+    actor = instrument(sac, backend="script", method="deterministic")
+    x = torch.randn(2, 28)
+    with torch.no_grad():
+        sac.mean.weight.mul_(-1.0)
+        torch.testing.assert_close(actor(x), sac.deterministic(x))
+
+
+def test_freeze_of_a_training_module_falls_back(sac: SACActor) -> None:
+    """Freezing needs eval mode: a module in training mode runs eager and says so."""
+    actor = instrument(sac.train(), backend="script", options={"script": {"freeze": True}})
+    assert actor.backend == "eager"
+    assert "eval mode" in (actor.fallback_reason or "")
+
+
+@pytest.mark.parametrize("options", [{"script": {"freez": True}}, {"jit": {}},
+                                     {"cudagraph": {"graphs": 2}}])
+def test_unknown_options_are_rejected(sac: SACActor, options: dict[str, dict[str, bool]],
+                                      ) -> None:
+    """Options for an unknown backend, or that a backend does not take, raise ValueError."""
+    with pytest.raises(ValueError, match="unknown"):
+        instrument(sac, backend="eager", options=options)
+
+
 def test_script_deprecation_warning_does_not_escape(sac: SACActor) -> None:
     """torch's own jit.script DeprecationWarning is caught, not shown to the caller."""
     with warnings.catch_warnings(record=True) as caught:

@@ -16,6 +16,7 @@ from ._backends import (
     BACKENDS,
     Built,
     build,
+    check_options,
     eager_method,
     fallback,
     module_device,
@@ -63,6 +64,7 @@ class CompiledActor:
             functools.partial(torch.cuda.synchronize, self.device) if cuda else None)
         self._candidates = _candidates(candidates, cuda)
         self._options = dict(options or {})
+        check_options(self._options)
         self._lock = threading.Lock()
         self.selection: Selection | None = None
         """What ``auto`` measured and chose (``None`` for other backends)."""
@@ -241,15 +243,18 @@ def instrument(module: torch.nn.Module, *, backend: str | None = None,
             first call's inputs.
         candidates: the backends ``auto`` tries (default: ``script``, ``eager`` on CPU;
             ``cudagraph``, ``script``, ``eager`` on CUDA).
-        options: keyword options per backend, e.g. ``{"compile": {"mode":
-            "max-autotune"}}`` (passed to ``torch.compile``) or ``{"cudagraph":
-            {"max_graphs": 4}}``.
+        options: keyword options per backend: ``{"script": {"freeze": True}}`` freezes
+            and optimises the scripted module for inference (faster, but later weight
+            updates no longer reach it: serving only); ``{"compile": {...}}`` is passed to
+            ``torch.compile``; ``{"cudagraph": {"max_graphs": 4}}`` (also
+            ``warmup_calls``, ``clone_outputs``).
 
     Returns:
         The :class:`CompiledActor`: call it like the method.
 
     Raises:
-        ValueError: an unknown backend or candidate, or the module lacks ``method``.
+        ValueError: an unknown backend, candidate or option, or the module lacks
+            ``method``.
     """
     return CompiledActor(module, backend=backend, method=method, name=name, run=run,
                          example_inputs=example_inputs, candidates=candidates,

@@ -65,6 +65,30 @@ def requested_backend(backend: str | None, env: Mapping[str, str] | None = None)
     return raw
 
 
+_OPTION_NAMES: Mapping[str, frozenset[str] | None] = {
+    "script": frozenset({"freeze"}),
+    "compile": None,  # any torch.compile keyword; torch checks them
+    "cudagraph": frozenset({"max_graphs", "warmup_calls", "clone_outputs"}),
+    "eager": frozenset(),
+}
+
+
+def check_options(options: Mapping[str, Mapping[str, Any]]) -> None:
+    """Validate per-backend options.
+
+    Raises:
+        ValueError: an unknown backend, or an option its backend does not take.
+    """
+    for backend, values in options.items():
+        if backend not in _OPTION_NAMES:
+            raise ValueError(f"options for unknown backend {backend!r}; choose from "
+                             f"{sorted(_OPTION_NAMES)}")
+        known = _OPTION_NAMES[backend]
+        unknown = sorted(set(values) - known) if known is not None else []
+        if unknown:
+            raise ValueError(f"unknown {backend} options {unknown}; known: {sorted(known or [])}")
+
+
 def module_device(module: torch.nn.Module) -> torch.device:
     """The device of the module's first parameter or buffer (CPU when it has none)."""
     for tensor in itertools.chain(module.parameters(), module.buffers()):
@@ -119,7 +143,14 @@ def _route_warnings(caught: list[warnings.WarningMessage], backend: str) -> None
 
 def _script(module: torch.nn.Module, method: str,
             options: Mapping[str, Any]) -> Callable[..., Any]:
-    scripted = torch.jit.script(module)
+    scripted: torch.jit.ScriptModule = torch.jit.script(module)
+    if options.get("freeze"):
+        # Freezing bakes the weights in as constants: faster, but later updates to the
+        # module's parameters (training) no longer reach the actor. Serving only.
+        if module.training:
+            raise RuntimeError("freeze needs the module in eval mode; call .eval() first")
+        keep = [] if method == "forward" else [method]
+        scripted = torch.jit.optimize_for_inference(scripted, other_methods=keep)
     fn = scripted if method == "forward" else getattr(scripted, method, None)
     if fn is None:
         raise RuntimeError(f"method {method!r} was not scripted; decorate it with "

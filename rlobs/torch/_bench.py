@@ -75,7 +75,9 @@ def _actors(args: argparse.Namespace, model: Any, x: Any) -> dict[str, CompiledA
     from ._actor import instrument
 
     # One static graph per batch size, as a deployed actor of fixed batch would compile.
-    options = {"compile": {"dynamic": False}}
+    options: dict[str, dict[str, Any]] = {"compile": {"dynamic": False}}
+    if args.freeze:
+        options["script"] = {"freeze": True}
     return {b: instrument(model, backend=b, method=args.method, example_inputs=(x,),
                           options=options) for b in args.backends}
 
@@ -256,6 +258,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch.set_num_threads")
     parser.add_argument("--overhead-calls", type=_at_least(0), default=100_000,
                         help="calls per round of the overhead table (0 skips it)")
+    parser.add_argument("--freeze", action="store_true", help="script (and auto's script) "
+                        "freezes and optimises for inference, as a server of fixed weights "
+                        "would")
     parser.add_argument("--log", action="store_true", help="log the results as a run "
                         "(summary metrics) to the sinks the environment selects")
 
@@ -289,7 +294,8 @@ def _run(args: argparse.Namespace) -> int:
         args.backends = ["eager", *args.backends]  # the baseline of every speedup
     torch.manual_seed(0)
     model = SACActor().to(args.device).eval()
-    title = (f"SAC actor {args.method} on {_device_name(args.device)}, torch "
+    frozen = " (script frozen)" if args.freeze else ""
+    title = (f"SAC actor {args.method}{frozen} on {_device_name(args.device)}, torch "
              f"{torch.__version__}, {torch.get_num_threads()} threads, warm-up {args.warmup}"
              f", {args.rounds} × {max(2, args.calls // args.rounds)} timed calls")
     rows = [row for bs in args.batch_sizes for row in bench_batch(args, model, bs)]
