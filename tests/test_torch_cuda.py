@@ -68,6 +68,17 @@ def test_replayed_outputs_are_not_overwritten(sac: SACActor) -> None:
     torch.testing.assert_close(first, kept)
 
 
+def test_graph_captured_in_inference_mode_replays_outside_it(sac: SACActor) -> None:
+    """A graph captured under inference_mode also serves calls made under no_grad."""
+    actor = instrument(sac, backend="cudagraph", method="deterministic")
+    x = torch.randn(2, 28, device="cuda")
+    with torch.inference_mode():
+        actor(x)
+    with torch.no_grad():
+        torch.testing.assert_close(actor(x), sac.deterministic(x), rtol=1e-4, atol=1e-5)
+    assert actor.backend == "cudagraph"
+
+
 def test_cpu_input_runs_eager_and_says_so(sac: SACActor,
                                           recorded: tuple[rlobs.Hub, RecordingSink]) -> None:
     """An input the graph cannot take runs eager; the span names the reason."""

@@ -41,6 +41,8 @@ def _clone(output: Any) -> Any:
         return output.clone()
     if isinstance(output, (tuple, list)):
         return type(output)(_clone(o) for o in output)
+    if isinstance(output, dict):
+        return {key: _clone(value) for key, value in output.items()}
     return output
 
 
@@ -117,7 +119,10 @@ class CudaGraphs:
             return self._capture_no_grad(args)
 
     def _capture_no_grad(self, args: tuple[Any, ...]) -> _Graph:
-        static = tuple(a.clone() for a in args)
+        # Normal tensors even when the caller is in inference mode: a later call outside it
+        # may copy into them (an in-place update of an inference tensor would raise there).
+        with torch.inference_mode(False):
+            static = tuple(a.clone() for a in args)
         current = torch.cuda.current_stream(self._device)
         side = torch.cuda.Stream(self._device)  # type: ignore[no-untyped-call]
         side.wait_stream(current)
