@@ -9,7 +9,7 @@ import torch
 from torch_modules import DiffersWhenScripted, FailsWhenScripted, Small, Unscriptable
 
 from rlobs import ConfigWarning
-from rlobs.torch import SACActor, instrument
+from rlobs.torch import CudaGraphs, SACActor, instrument
 
 
 @pytest.fixture
@@ -213,3 +213,15 @@ def test_unknown_method_is_rejected(sac: SACActor) -> None:
     """A method the module lacks raises ValueError at instrument time, not in the loop."""
     with pytest.raises(ValueError, match="has no method 'act'"):
         instrument(sac, method="act")
+
+
+def test_cuda_graphs_run_eager_for_inputs_they_cannot_capture() -> None:
+    """CudaGraphs runs CPU-tensor or keyword calls eagerly and names the reason."""
+    model = Small()
+    graphs = CudaGraphs(model, torch.device("cpu"))
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(graphs(x), model(x))
+    assert graphs.fallback == "cudagraph: inputs must all be CUDA tensors"
+    graphs(x=x)
+    assert graphs.fallback == "cudagraph: keyword arguments are not captured"
+    assert graphs.captured == 0
