@@ -34,3 +34,7 @@ RLOBS_QUEUE_SIZE = "RLOBS_QUEUE_SIZE"
 RLOBS_HANDLE_SIGNALS = "RLOBS_HANDLE_SIGNALS"
 """``0`` stops the hub from installing its SIGTERM handler (runs are still closed as
 ``killed`` at interpreter exit). Default ``1``."""
+
+RLOBS_ACTOR_BACKEND = "RLOBS_ACTOR_BACKEND"
+"""Backend of actors wrapped by :func:`rlobs.torch.instrument` when none is passed:
+``auto``, ``script``, ``compile``, ``cudagraph`` or ``eager``. Default ``auto``."""
