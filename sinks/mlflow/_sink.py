@@ -64,7 +64,8 @@ class MlflowSink(Sink):
         max_buffer: metric values held while MLflow is unreachable.
         end_wait_s: bound on a run end waiting for its data to reach MLflow.
         request_timeout_s: bound on one HTTP request.
-        jsonl_dir: the JSONL sink's directory (run logs to upload; embedded store).
+        jsonl_dir: the JSONL sink's directory (run logs to upload; embedded store);
+            default ``RLOBS_JSONL_DIR``, else ``./rlobs-runs``.
 
     Raises:
         ConfigError: ``downsample`` text is invalid.
@@ -87,7 +88,8 @@ class MlflowSink(Sink):
         request_timeout_s: float = 15.0,
         jsonl_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.jsonl_dir = Path(jsonl_dir or DEFAULT_JSONL_DIR)
+        self.jsonl_dir = Path(jsonl_dir or os.environ.get(core_env.RLOBS_JSONL_DIR)
+                              or DEFAULT_JSONL_DIR)
         self.embedded = not tracking_uri
         self.tracking_uri = tracking_uri or embedded_uri(self.jsonl_dir)
         self.experiment = experiment
