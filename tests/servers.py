@@ -48,9 +48,9 @@ class MlflowServer:
         cmd = [str(mlflow_bin), "server", "--backend-store-uri", self.backend_uri,
                "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
                "--serve-artifacts", "--artifacts-destination", str(self.workdir / "artifacts")]
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the fd
+            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
