@@ -60,9 +60,17 @@ def status_for(exc: BaseException | None) -> tuple[RunStatus, str | None]:
     if isinstance(exc, SystemExit):
         ok = exc.code in (0, None)
         return (RunStatus.FINISHED, None) if ok else (RunStatus.FAILED, text)
-    if isinstance(exc, Exception) and not isinstance(exc, anyio.get_cancelled_exc_class()):
+    if isinstance(exc, Exception) and not _is_cancellation(exc):
         return RunStatus.FAILED, text
     return RunStatus.KILLED, text
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    try:
+        cancelled = anyio.get_cancelled_exc_class()
+    except Exception:  # not inside an event loop (a plain ``with``): nothing cancels
+        return False
+    return isinstance(exc, cancelled)
 
 
 def _number(value: Any) -> float | None:
