@@ -106,9 +106,9 @@ def test_nonfinite_values_are_counted_not_sent(mlflow_server: MlflowServer) -> N
 
 def test_child_run_has_parent_run_id(mlflow_server: MlflowServer) -> None:
     """A nested run carries ``mlflow.parentRunId`` of its parent's MLflow run."""
-    with _hub(mlflow_server) as hub, hub.run("sweep-1") as parent:
-        with hub.run("sweep-1-cell", parent=parent) as child:
-            child.step(1.0)
+    hub = _hub(mlflow_server)
+    with hub, hub.run("sweep-1") as parent, hub.run("sweep-1-cell", parent=parent) as child:
+        child.step(1.0)
     c = client(mlflow_server.url)
     parent_run = find_run(c, parent.run_id)
     assert find_run(c, child.run_id).data.tags["mlflow.parentRunId"] == parent_run.info.run_id
@@ -169,10 +169,10 @@ def test_replay_of_a_complete_run_adds_nothing(mlflow_server: MlflowServer,
                                                runs_dir: Path) -> None:
     """Replaying a run MLflow already holds duplicates no value."""
     sink_exp = experiment_name()
-    with rlobs.Hub(["jsonl", MlflowSink(mlflow_server.url, sink_exp)], heartbeat_s=0) as hub:
-        with hub.run("agent-l") as run:
-            for _ in range(15):
-                run.step(1.0, {"m": 2.0})
+    hub = rlobs.Hub(["jsonl", MlflowSink(mlflow_server.url, sink_exp)], heartbeat_s=0)
+    with hub, hub.run("agent-l") as run:
+        for _ in range(15):
+            run.step(1.0, {"m": 2.0})
     with rlobs.Hub([MlflowSink(mlflow_server.url, sink_exp)], heartbeat_s=0) as hub:
         hub.replay(rlobs.read_run(runs_dir / f"{run.run_id}.jsonl"))
     c = client(mlflow_server.url)

@@ -88,9 +88,11 @@ class Sender:
         store: the MLflow calls.
         max_buffer: metric values held at most; beyond, new values are dropped and counted.
         log_wait_s: bound on waiting for a run's JSONL file to be complete before upload.
+        retry_cap_s: longest backoff between tries.
     """
 
-    def __init__(self, store: Store, *, max_buffer: int, log_wait_s: float = 2.0) -> None:
+    def __init__(self, store: Store, *, max_buffer: int, log_wait_s: float = 2.0,
+                 retry_cap_s: float = 30.0) -> None:
         self.store = store
         self.max_buffer = max_buffer
         self.log_wait_s = log_wait_s
@@ -98,7 +100,7 @@ class Sender:
         self.sent = 0
         self.lost = 0
         self.failed_requests = 0
-        self.backoff = Backoff()
+        self.backoff = Backoff(cap_s=retry_cap_s)
         self._runs: dict[str, RunState] = {}
         self._cond = threading.Condition()
         self._stop = False

@@ -64,6 +64,7 @@ class MlflowSink(Sink):
         max_buffer: metric values held while MLflow is unreachable.
         end_wait_s: bound on a run end waiting for its data to reach MLflow.
         request_timeout_s: bound on one HTTP request.
+        max_retry_interval_s: longest wait between tries while MLflow is unreachable.
         jsonl_dir: the JSONL sink's directory (run logs to upload; embedded store);
             default ``RLOBS_JSONL_DIR``, else ``./rlobs-runs``.
 
@@ -86,6 +87,7 @@ class MlflowSink(Sink):
         max_buffer: int = 2_000_000,
         end_wait_s: float = 4.0,
         request_timeout_s: float = 15.0,
+        max_retry_interval_s: float = 30.0,
         jsonl_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.jsonl_dir = Path(jsonl_dir or os.environ.get(core_env.RLOBS_JSONL_DIR)
@@ -99,6 +101,7 @@ class MlflowSink(Sink):
         self.max_buffer = max_buffer
         self.end_wait_s = end_wait_s
         self.request_timeout_s = request_timeout_s
+        self.max_retry_interval_s = max_retry_interval_s
         self._sender: Sender | None = None
         self._runs: dict[str, _Converter] = {}
 
@@ -142,7 +145,8 @@ class MlflowSink(Sink):
             self.jsonl_dir.mkdir(parents=True, exist_ok=True)
             root = self.jsonl_dir.resolve() / "mlartifacts"
         store = Store(MlflowClient(tracking_uri=self.tracking_uri), root)
-        self._sender = Sender(store, max_buffer=self.max_buffer)
+        self._sender = Sender(store, max_buffer=self.max_buffer,
+                              retry_cap_s=self.max_retry_interval_s)
         self._sender.start()
 
     def close(self) -> None:
