@@ -14,6 +14,7 @@ import itertools
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +105,7 @@ class Sender:
         self._runs: dict[str, RunState] = {}
         self._cond = threading.Condition()
         self._stop = False
+        self._progress = 0  # requests done (or given up): what waiting callers watch
         self._thread = threading.Thread(target=self._main, name="rlobs-mlflow-sender",
                                         daemon=True)  # never holds up interpreter exit
 
@@ -166,16 +168,31 @@ class Sender:
                    and not self._stop and time.monotonic() < deadline):
                 self._cond.wait(0.1)
 
-    def close(self, timeout_s: float) -> int:
-        """Send what can be sent within ``timeout_s``, then stop. Returns values unsent."""
-        deadline = time.monotonic() + timeout_s
+    def wait_until(self, done: Callable[[], bool], idle_s: float) -> bool:
+        """Wait until ``done()``, as long as requests keep succeeding: give up after
+        ``idle_s`` without progress, or after 1 s without progress while MLflow is down
+        (so ending many runs during an outage does not wait ``idle_s`` for each)."""
         with self._cond:
-            while self._runs and time.monotonic() < deadline and self._thread.is_alive():
+            last, since = self._progress, time.monotonic()
+            while not done():
+                now = time.monotonic()
+                if self._progress != last:
+                    last, since = self._progress, now
+                down = self.backoff.down_since is not None
+                if now - since > (min(idle_s, 1.0) if down else idle_s) or self._stop:
+                    return False
                 self._cond.wait(0.05)
+            return True
+
+    def close(self, idle_s: float) -> int:
+        """Send what can be sent (see :meth:`wait_until`), then stop. Returns values
+        unsent."""
+        self.wait_until(lambda: not self._runs, idle_s)
+        with self._cond:
             self._stop = True
             unsent = self.buffered
             self._cond.notify_all()
-        self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._thread.join(1.0)
         return unsent
 
     def pending_runs(self) -> int:
@@ -198,6 +215,9 @@ class Sender:
             try:
                 for state in runs:
                     self._unit(state)
+                    with self._cond:
+                        self._progress += 1
+                        self._cond.notify_all()
                 self.backoff.succeeded()
             except Exception as exc:  # transient: everything stays queued
                 if self.backoff.failures == 0:

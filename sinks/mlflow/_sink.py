@@ -34,7 +34,9 @@ from ._sender import RunState, Sender
 from ._store import GAPS_TAG, HEARTBEAT_TAG, Store
 
 DEFAULT_JSONL_DIR = "rlobs-runs"
-_HIGH_WATER = 200_000  # buffered values above which flush() waits for a reachable server
+# Buffered values above which flush() waits for a reachable server: ~10 s of drain for a
+# one-worker server, so a replay's end (or a close) never waits minutes for a backlog.
+_HIGH_WATER = 50_000
 
 
 def embedded_uri(jsonl_dir: str | os.PathLike[str]) -> str:
@@ -62,7 +64,8 @@ class MlflowSink(Sink):
         downsample: ``Downsample`` or its text form (``"every:10"``, ``"window:5"``).
         span_interval_s: seconds of event time between span statistics.
         max_buffer: metric values held while MLflow is unreachable.
-        end_wait_s: bound on a run end waiting for its data to reach MLflow.
+        end_wait_s: a run end waits for its data to reach MLflow until this long passes
+            without progress (1 s while MLflow is down).
         request_timeout_s: bound on one HTTP request.
         max_retry_interval_s: longest wait between tries while MLflow is unreachable.
         jsonl_dir: the JSONL sink's directory (run logs to upload; embedded store);
@@ -223,7 +226,7 @@ class MlflowSink(Sink):
                 self._push(event.run_id, conv)
         finally:
             done = self._sender.end_run(event, self.jsonl_dir / f"{event.run_id}.jsonl")
-        if done is not None and not done.wait(self.end_wait_s):
+        if done is not None and not self._sender.wait_until(done.is_set, self.end_wait_s):
             logger.info("mlflow run end still pending; the sender keeps trying",
                         run_id=event.run_id, detail=self.detail())
 

@@ -30,8 +30,10 @@ counted and the run tagged ``rlobs.mlflow.gaps`` (``rlobs replay`` fills it late
 Default ``2000000`` (~300 MB at worst)."""
 
 RLOBS_MLFLOW_END_WAIT_S = "RLOBS_MLFLOW_END_WAIT_S"
-"""Seconds a run's end waits for its buffered values to reach MLflow and its status to
-be set (kept below ``RLOBS_END_TIMEOUT_S``). Default ``4``."""
+"""A run's end (and the sink's close) waits for its buffered values and status to reach
+MLflow while requests keep succeeding, giving up after this many seconds without progress
+(1 s while MLflow is unreachable; the hub itself waits at most ``RLOBS_END_TIMEOUT_S``).
+Default ``4``."""
 
 RLOBS_MLFLOW_REQUEST_TIMEOUT_S = "RLOBS_MLFLOW_REQUEST_TIMEOUT_S"
 """Seconds one HTTP request may take (sets ``MLFLOW_HTTP_REQUEST_TIMEOUT`` when that is
