@@ -96,6 +96,19 @@ def test_outage_for_the_whole_run_then_replay(mlflow_server: MlflowServer,
     assert found.info.status == "FINISHED"
 
 
+def test_buffer_is_bounded_and_losses_counted(runs_dir: Path) -> None:
+    """While MLflow is unreachable the buffer stops at its bound and counts what it lost."""
+    sink = MlflowSink(f"http://127.0.0.1:{free_port()}", experiment_name(), max_buffer=100,
+                      end_wait_s=0.5)
+    with rlobs.Hub(["jsonl", sink], heartbeat_s=0) as hub, hub.run("bound-a") as run:
+        for _ in range(100):
+            run.step(1.0)
+        hub.flush()
+        detail = poll(lambda: "unreachable" in (sink.detail() or "") and sink.detail(), 30)
+    assert "; 100 values buffered, 100 lost" in detail
+    assert len(rlobs.read_run(runs_dir / f"{run.run_id}.jsonl").steps) == 100
+
+
 _CHILD = textwrap.dedent("""
     import sys, time, rlobs
     from sinks.mlflow import MlflowSink

@@ -129,12 +129,13 @@ class Sender:
             if state is None:
                 return
             if points:
-                if self.buffered + len(points) > self.max_buffer:
-                    self.lost += len(points)
+                room = max(0, self.max_buffer - self.buffered)
+                if len(points) > room:  # keep the oldest; the gap tag makes replay compare
+                    self.lost += len(points) - room
                     state.tags[GAPS_TAG] = "true"
-                else:
-                    state.points.extend(points)
-                    self.buffered += len(points)
+                    points = points[:room]
+                state.points.extend(points)
+                self.buffered += len(points)
             if params:
                 state.params.update(params)
             if tags:
