@@ -15,6 +15,7 @@ from mlflow_support import client, experiment_name, find_run, poll, steps_of
 from servers import MlflowServer, free_port
 
 import rlobs
+from rlobs._cli import main
 from sinks.mlflow import MlflowSink
 from sinks.mlflow._sender import Sender
 
@@ -79,17 +80,18 @@ def test_server_killed_and_restarted_mid_run(own_server: MlflowServer, runs_dir:
     assert found.info.status == "FINISHED"
 
 
-def test_outage_for_the_whole_run_then_replay(mlflow_server: MlflowServer,
-                                              runs_dir: Path) -> None:
-    """With MLflow unreachable throughout, the run ends fine; replay later sends it all."""
+def test_outage_for_the_whole_run_then_replay_cli(mlflow_server: MlflowServer, runs_dir: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """With MLflow unreachable throughout, the run ends fine; ``rlobs replay`` sends it all."""
     exp = experiment_name()
     dead = MlflowSink(f"http://127.0.0.1:{free_port()}", exp, end_wait_s=0.5)
     with rlobs.Hub(["jsonl", dead], heartbeat_s=0) as hub, hub.run("out-a") as run:
         for _ in range(25):
             run.step(1.0)
     assert run.result is not None and run.result.completed
-    with rlobs.Hub([MlflowSink(mlflow_server.url, exp)], heartbeat_s=0) as hub:
-        hub.replay(rlobs.read_run(runs_dir / f"{run.run_id}.jsonl"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    monkeypatch.setenv("RLOBS_MLFLOW_EXPERIMENT", exp)
+    assert main(["replay", str(runs_dir / f"{run.run_id}.jsonl"), "--sinks", "mlflow"]) == 0
     c = client(mlflow_server.url)
     found = find_run(c, run.run_id)
     assert steps_of(c, found.info.run_id, "step_reward") == list(range(25))
