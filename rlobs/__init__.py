@@ -39,6 +39,7 @@ from ._hub import Hub, default_hub, run
 from ._params import flatten_params, is_secret_key, redact_uri
 from ._reader import RunLog, iter_events, read_run
 from ._registry import registered_sinks, selected_names
+from ._result import log_result
 from ._run import Run, SpanScope, current_run, wall_ns
 from ._settings import env_bool, env_float, env_int
 from ._sink import Overflow, Sink, require
@@ -82,6 +83,7 @@ __all__ = [
     "flatten_params",
     "is_secret_key",
     "iter_events",
+    "log_result",
     "read_run",
     "redact_uri",
     "registered_sinks",

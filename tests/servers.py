@@ -98,8 +98,8 @@ def create_pg_database() -> str:
     with conn.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
     conn.close()
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
-    return f"{base}/{name}"
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://", 1)
+    return f"{base}/{name}"  # explicit driver: SQLAlchemy 2.1 defaults to psycopg 3
 
 
 def drop_pg_database(uri: str) -> None:

@@ -1,0 +1,33 @@
+"""MLflow sink: batched, crash-proof tracking of rlobs runs, with replay and registry.
+
+- :class:`MlflowSink` (selected by ``RLOBS_SINKS=mlflow`` or a set ``MLFLOW_TRACKING_URI``)
+  logs params, tags, per-step metrics (``log_batch`` in chunks, retried through outages),
+  span percentiles, status and the run's JSONL log. Without a tracking URI it writes to
+  the embedded SQLite store ``<RLOBS_JSONL_DIR>/mlflow.db``.
+- ``rlobs replay RUN.jsonl --sinks mlflow`` resumes the run tagged ``rlobs.run_id`` and
+  sends only what MLflow lacks.
+- ``rlobs reap`` (:func:`register_cli`, :func:`reap`) ends runs whose heartbeat stopped.
+- :func:`register_model` registers a run's artifact and sets an alias.
+
+Importing this package does not import mlflow; opening the sink does.
+"""
+
+from __future__ import annotations
+
+from . import environment_variables
+from ._aggregate import Downsample
+from ._models import mlflow_run_id, register_model
+from ._reap import Reaped, reap, register_cli
+from ._sink import MlflowSink, embedded_uri
+
+__all__ = [
+    "Downsample",
+    "MlflowSink",
+    "Reaped",
+    "embedded_uri",
+    "environment_variables",
+    "mlflow_run_id",
+    "reap",
+    "register_cli",
+    "register_model",
+]

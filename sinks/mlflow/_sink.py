@@ -1,0 +1,293 @@
+"""The MLflow sink: hooks convert events to MLflow points; a sender thread ships them."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rlobs import (
+    Artifact,
+    Heartbeat,
+    Overflow,
+    RunEnd,
+    RunStart,
+    RunUpdate,
+    Sink,
+    Span,
+    Step,
+    env_float,
+    env_int,
+    redact_uri,
+    require,
+)
+from rlobs import environment_variables as core_env
+from rlobs._log import logger
+
+from . import environment_variables as ev
+from ._aggregate import Downsample, Point, SpanStats, StepPoints
+from ._mapping import MAX_TAG_VALUE, family, map_params, map_tags, truncate
+from ._sender import RunState, Sender
+from ._store import GAPS_TAG, HEARTBEAT_TAG, Store
+
+DEFAULT_JSONL_DIR = "rlobs-runs"
+# Buffered values above which flush() waits for a reachable server: ~10 s of drain for a
+# one-worker server, so a replay's end (or a close) never waits minutes for a backlog.
+_HIGH_WATER = 50_000
+
+
+def embedded_uri(jsonl_dir: str | os.PathLike[str]) -> str:
+    """The embedded default store: ``sqlite:///<jsonl_dir>/mlflow.db`` (absolute)."""
+    return f"sqlite:///{(Path(jsonl_dir).resolve() / 'mlflow.db')}"
+
+
+@dataclass(eq=False)
+class _Converter:
+    """Per-run conversion state, touched only on the hub's worker thread."""
+
+    steps: StepPoints
+    spans: SpanStats
+    last_step: int = -1
+    staged: list[Point] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class MlflowSink(Sink):
+    """Logs runs to MLflow: params, tags, per-step metrics, span statistics, status, logs.
+
+    Args:
+        tracking_uri: server or store URI; ``None`` uses the embedded SQLite default.
+        experiment: experiment for every run; ``None`` uses the run name's family.
+        downsample: ``Downsample`` or its text form (``"every:10"``, ``"window:5"``).
+        span_interval_s: seconds of event time between span statistics.
+        max_buffer: metric values held while MLflow is unreachable.
+        end_wait_s: a run end waits for its data to reach MLflow until this long passes
+            without progress (1 s while MLflow is down).
+        request_timeout_s: bound on one HTTP request.
+        max_retry_interval_s: longest wait between tries while MLflow is unreachable.
+        jsonl_dir: the JSONL sink's directory (run logs to upload; embedded store);
+            default ``RLOBS_JSONL_DIR``, else ``./rlobs-runs``.
+
+    Raises:
+        ConfigError: ``downsample`` text is invalid.
+    """
+
+    name = "mlflow"
+    overflow = Overflow.DROP
+    capacity = 1 << 18
+    flush_interval_s = 0.5  # ~2 requests per second per metric batch is what a server likes
+
+    def __init__(
+        self,
+        tracking_uri: str | None = None,
+        experiment: str | None = None,
+        *,
+        downsample: Downsample | str | None = None,
+        span_interval_s: float = 10.0,
+        max_buffer: int = 2_000_000,
+        end_wait_s: float = 4.0,
+        request_timeout_s: float = 15.0,
+        max_retry_interval_s: float = 30.0,
+        jsonl_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.jsonl_dir = Path(jsonl_dir or os.environ.get(core_env.RLOBS_JSONL_DIR)
+                              or DEFAULT_JSONL_DIR)
+        self.embedded = not tracking_uri
+        self.tracking_uri = tracking_uri or embedded_uri(self.jsonl_dir)
+        self.experiment = experiment
+        self.downsample = (downsample if isinstance(downsample, Downsample)
+                           else Downsample.parse(downsample))
+        self.span_interval_s = span_interval_s
+        self.max_buffer = max_buffer
+        self.end_wait_s = end_wait_s
+        self.request_timeout_s = request_timeout_s
+        self.max_retry_interval_s = max_retry_interval_s
+        self._sender: Sender | None = None
+        self._runs: dict[str, _Converter] = {}
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> MlflowSink:
+        return cls(
+            env.get(ev.MLFLOW_TRACKING_URI) or None,
+            env.get(ev.RLOBS_MLFLOW_EXPERIMENT) or None,
+            downsample=env.get(ev.RLOBS_MLFLOW_DOWNSAMPLE),
+            span_interval_s=env_float(ev.RLOBS_MLFLOW_SPAN_INTERVAL_S, 10.0, minimum=0.001,
+                                      env=env),
+            max_buffer=env_int(ev.RLOBS_MLFLOW_MAX_BUFFER, 2_000_000, minimum=1000, env=env),
+            end_wait_s=env_float(ev.RLOBS_MLFLOW_END_WAIT_S, 4.0, env=env),
+            request_timeout_s=env_float(ev.RLOBS_MLFLOW_REQUEST_TIMEOUT_S, 15.0,
+                                        minimum=0.1, env=env),
+            jsonl_dir=env.get(core_env.RLOBS_JSONL_DIR) or None,
+        )
+
+    @classmethod
+    def selected_by_default(cls, env: Mapping[str, str]) -> bool:
+        return bool(env.get(ev.MLFLOW_TRACKING_URI))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def open(self) -> None:
+        """Build the client and start the sender; no request is made here, so an
+        unreachable server does not hold up the run (the sender retries).
+
+        Raises:
+            SinkUnavailable: mlflow is not installed.
+        """
+        require("mlflow", "mlflow")
+        from mlflow.tracking import MlflowClient
+
+        # The sender retries with its own backoff; MLflow's default (7 retries with
+        # backoff, 120 s timeout) would freeze it for minutes per request instead.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", f"{self.request_timeout_s:g}")
+        root = None
+        if self.embedded:
+            self.jsonl_dir.mkdir(parents=True, exist_ok=True)
+            root = self.jsonl_dir.resolve() / "mlartifacts"
+        store = Store(MlflowClient(tracking_uri=self.tracking_uri), root)
+        self._sender = Sender(store, max_buffer=self.max_buffer,
+                              retry_cap_s=self.max_retry_interval_s)
+        self._sender.start()
+
+    def close(self) -> None:
+        sender = self._sender
+        if sender is None:
+            return
+        self.flush()
+        unsent = sender.close(self.end_wait_s)
+        runs = sender.pending_runs()
+        if unsent or runs or sender.lost:
+            logger.warning("mlflow did not get everything; the JSONL logs have it: "
+                           "rlobs replay <run>.jsonl --sinks mlflow", unsent_values=unsent,
+                           runs_not_ended=runs, lost_values=sender.lost)
+
+    # ------------------------------------------------------------------ hooks
+
+    def on_run_start(self, event: RunStart) -> None:
+        assert self._sender is not None
+        params, key_tags = map_params(event.params)
+        tags = map_tags({**event.tags, "rlobs.name": event.name})
+        tags.update(key_tags)
+        experiment = self.experiment or family(event.name)
+        self._sender.add_run(RunState(event, experiment))
+        self._sender.add(event.run_id, [], params, tags)
+        self._runs[event.run_id] = _Converter(StepPoints(self.downsample),
+                                              SpanStats(self.span_interval_s))
+
+    def on_step(self, event: Step) -> None:
+        conv = self._runs.get(event.run_id)
+        if conv is None:
+            return
+        if event.step != conv.last_step + 1:  # the hub dropped steps: replay must compare
+            conv.tags[GAPS_TAG] = "true"
+        conv.last_step = event.step
+        conv.steps.convert(event, conv.staged)
+
+    def on_span(self, event: Span) -> None:
+        conv = self._runs.get(event.run_id)
+        if conv is not None:
+            conv.spans.add(event, conv.staged)
+
+    def on_run_update(self, event: RunUpdate) -> None:
+        assert self._sender is not None
+        conv = self._runs.get(event.run_id)
+        if conv is None:
+            return
+        params, key_tags = map_params(event.params)
+        tags = {**map_tags(event.tags), **key_tags}
+        # Summaries are stamped with the step count so far: two evaluations make a curve.
+        step = conv.last_step + 1
+        for key, value in event.metrics.items():
+            conv.steps.add_point(conv.staged, key, value, event.time_ns // 1_000_000, step)
+        self._push(event.run_id, conv)
+        self._sender.add(event.run_id, [], params, tags)
+
+    def on_artifact(self, event: Artifact) -> None:
+        assert self._sender is not None
+        self._sender.add_artifact(event.run_id, event.path, event.artifact_path)
+
+    def on_heartbeat(self, event: Heartbeat) -> None:
+        conv = self._runs.get(event.run_id)
+        if conv is not None:
+            conv.tags[HEARTBEAT_TAG] = str(event.time_ns)
+
+    def on_run_end(self, event: RunEnd) -> None:
+        """Queue the final data and the status, then wait (bounded) until MLflow has
+        them; the status is queued even if building the final data fails."""
+        assert self._sender is not None
+        done: threading.Event | None = None
+        try:
+            conv = self._runs.pop(event.run_id, None)
+            if conv is not None:
+                self._final(event, conv)
+                self._push(event.run_id, conv)
+        finally:
+            done = self._sender.end_run(event, self.jsonl_dir / f"{event.run_id}.jsonl")
+        if done is not None and not self._sender.wait_until(done.is_set, self.end_wait_s):
+            logger.info("mlflow run end still pending; the sender keeps trying",
+                        run_id=event.run_id, detail=self.detail())
+
+    def _final(self, event: RunEnd, conv: _Converter) -> None:
+        ms, steps = event.time_ns // 1_000_000, event.steps
+        conv.steps.finish(conv.staged)
+        conv.spans.finish(ms, steps, conv.staged)
+        finals = {
+            "steps": float(steps), "total_reward": event.total_reward,
+            "episodes": float(event.episodes), "duration_s": event.duration_s,
+            "completed": float(event.completed), "dropped": float(sum(event.dropped.values())),
+            "rejected": float(event.rejected),
+            "rlobs.nonfinite_values": float(conv.steps.nonfinite.total),
+        }
+        for key, value in finals.items():
+            conv.steps.add_point(conv.staged, key, value, ms, steps)
+        conv.tags["rlobs.status"] = event.status.value
+        if event.error:
+            conv.tags["rlobs.error"] = truncate(event.error, MAX_TAG_VALUE)
+        for sink, count in event.dropped.items():
+            conv.tags[f"rlobs.dropped.{sink}"] = str(count)
+
+    def _push(self, run_id: str, conv: _Converter) -> None:
+        assert self._sender is not None
+        tags = conv.steps.nonfinite.take_tags()
+        if conv.tags:
+            tags.update(conv.tags)
+            conv.tags = {}
+        if conv.staged or tags:
+            self._sender.add(run_id, conv.staged, None, map_tags(tags) if tags else None)
+            conv.staged = []
+
+    def flush(self) -> None:
+        """Hand staged points to the sender; wait while it is far behind a live server
+        (backpressure: the hub's bounded queue then absorbs or drops, counted)."""
+        sender = self._sender
+        if sender is None:
+            return
+        for run_id, conv in self._runs.items():
+            self._push(run_id, conv)
+        if sender.buffered > _HIGH_WATER:
+            sender.wait_below(_HIGH_WATER // 2, timeout_s=30.0)
+
+    # ------------------------------------------------------------------ reporting
+
+    def detail(self) -> str | None:
+        sender = self._sender
+        where = redact_uri(self.tracking_uri)
+        if sender is None:
+            return f"{where}: not open"
+        lost = f", {sender.lost} lost" if sender.lost else ""
+        failed = f", {sender.failed_requests} requests failed" if sender.failed_requests else ""
+        backoff = sender.backoff
+        if backoff.down_since is not None:
+            down = time.monotonic() - backoff.down_since
+            return (f"{where}: unreachable for {down:.0f}s ({backoff.last_error}); retry in "
+                    f"{backoff.wait_s():.1f}s; {sender.buffered} values buffered{lost}{failed}")
+        return f"{where}: {sender.sent} values sent, {sender.buffered} buffered{lost}{failed}"
+
+    def viewer_hint(self) -> str:
+        """How to look at the runs: the ``mlflow ui`` command for a local store."""
+        if self.tracking_uri.startswith(("sqlite:", "file:", "postgresql", "mysql")):
+            return f"mlflow ui --backend-store-uri {redact_uri(self.tracking_uri)}"
+        return f"MLflow UI: {redact_uri(self.tracking_uri)}"

@@ -1,0 +1,129 @@
+"""The MLflow calls the sink makes, through one reused ``MlflowClient`` and explicit run
+ids (never the fluent API: its global active run breaks with asyncio tasks and threads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ._aggregate import Point
+
+RUN_ID_TAG = "rlobs.run_id"
+"""Tag holding the rlobs run id: how replay and restarts find an existing MLflow run."""
+HEARTBEAT_TAG = "rlobs.heartbeat_ns"
+"""Tag refreshed by every heartbeat; ``rlobs reap`` reads it."""
+GAPS_TAG = "rlobs.mlflow.gaps"
+"""Set when some step values did not reach MLflow; replay then compares step by step."""
+
+Skip = dict[str, "int | set[int]"]
+"""Per metric key: a max step already stored (skip ≤ it) or the exact stored steps."""
+
+
+class Store:
+    """Thin, typed wrapper of the calls made (all may raise MLflow's exceptions).
+
+    Args:
+        client: an ``mlflow.tracking.MlflowClient``.
+        artifact_root: where new experiments keep artifacts (embedded default only).
+    """
+
+    def __init__(self, client: Any, artifact_root: Path | None) -> None:
+        from mlflow.entities import Metric, Param, RunTag, ViewType
+
+        self.client = client
+        self.artifact_root = artifact_root
+        self._metric, self._param, self._tag = Metric, Param, RunTag
+        self._all = ViewType.ALL
+        self._experiments: dict[str, str] = {}
+        self._runs: dict[str, str] = {}
+
+    def experiment_id(self, name: str) -> str:
+        """The id of experiment ``name``, created when missing."""
+        cached = self._experiments.get(name)
+        if cached is not None:
+            return cached
+        found = self.client.get_experiment_by_name(name)
+        if found is None:
+            location = None
+            if self.artifact_root is not None:
+                location = (self.artifact_root / name).resolve().as_uri()
+            try:
+                exp_id = str(self.client.create_experiment(name, artifact_location=location))
+            except Exception as exc:  # another process created it first
+                found = self.client.get_experiment_by_name(name)
+                if found is None:
+                    raise exc from None
+                exp_id = str(found.experiment_id)
+        else:
+            exp_id = str(found.experiment_id)
+        self._experiments[name] = exp_id
+        return exp_id
+
+    def find_run(self, experiment_ids: Sequence[str], rlobs_id: str) -> Any | None:
+        """The MLflow run tagged with ``rlobs_id`` (mapped ids are answered from memory)."""
+        filter_string = f"tags.`{RUN_ID_TAG}` = '{rlobs_id.replace(chr(39), '')}'"
+        runs = self.client.search_runs(list(experiment_ids), filter_string=filter_string,
+                                       run_view_type=self._all, max_results=1)
+        return runs[0] if runs else None
+
+    def mlflow_id(self, rlobs_id: str) -> str | None:
+        """The MLflow id of a run this process created or resumed."""
+        return self._runs.get(rlobs_id)
+
+    def create_run(self, experiment_id: str, rlobs_id: str, name: str, start_ms: int,
+                   tags: Mapping[str, str]) -> str:
+        """Create a run carrying ``tags`` (which include the rlobs id); returns its id."""
+        run = self.client.create_run(experiment_id, start_time=start_ms, tags=dict(tags),
+                                     run_name=name)
+        run_id = str(run.info.run_id)
+        self._runs[rlobs_id] = run_id
+        return run_id
+
+    def resume(self, rlobs_id: str, run: Any) -> tuple[str, Skip]:
+        """Reopen an existing run; returns its id and what it already stores."""
+        run_id = str(run.info.run_id)
+        self._runs[rlobs_id] = run_id
+        if run.info.status != "RUNNING":
+            self.client.update_run(run_id, status="RUNNING")
+        stored = run.data.to_proto().metrics
+        skip: Skip = {}
+        if GAPS_TAG in run.data.tags:
+            for metric in stored:
+                history = self.client.get_metric_history(run_id, metric.key)
+                skip[metric.key] = {int(m.step) for m in history}
+        else:
+            for metric in stored:
+                skip[metric.key] = int(metric.step)
+        return run_id, skip
+
+    def log_points(self, run_id: str, points: Iterable[Point]) -> None:
+        """One ``log_batch`` of metric points (the caller keeps it within limits)."""
+        metric = self._metric
+        self.client.log_batch(run_id, metrics=[metric(k, v, ms, s) for k, v, ms, s in points],
+                              synchronous=True)
+
+    def log_items(self, run_id: str, params: Sequence[tuple[str, str]],
+                  tags: Sequence[tuple[str, str]]) -> None:
+        """One ``log_batch`` of params and tags."""
+        self.client.log_batch(run_id, params=[self._param(k, v) for k, v in params],
+                              tags=[self._tag(k, v) for k, v in tags], synchronous=True)
+
+    def landed(self, run_id: str, points: Sequence[Point]) -> bool:
+        """Whether a batch whose reply was lost is stored (a batch is one transaction)."""
+        latest = {m.key: int(m.step) for m in
+                  self.client.get_run(run_id).data.to_proto().metrics}
+        key, _, _, step = points[-1]
+        return latest.get(key, -1) >= step
+
+    def upload(self, run_id: str, path: str, artifact_path: str | None) -> None:
+        """Upload a file or directory as an artifact."""
+        if Path(path).is_dir():
+            self.client.log_artifacts(run_id, path, artifact_path)
+        else:
+            self.client.log_artifact(run_id, path, artifact_path)
+
+    def terminate(self, run_id: str, status: str, end_ms: int) -> None:
+        """Set the run's final status and end time."""
+        self.client.set_terminated(run_id, status=status, end_time=end_ms)

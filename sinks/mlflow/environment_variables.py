@@ -1,0 +1,40 @@
+"""Environment variables the MLflow sink reads. Explicit constructor arguments win.
+
+Bad values are reported with a :class:`~rlobs.ConfigWarning` and the default is used.
+"""
+
+from __future__ import annotations
+
+MLFLOW_TRACKING_URI = "MLFLOW_TRACKING_URI"
+"""MLflow's own variable: the tracking server (``http://host:5000``) or store
+(``sqlite:///path/mlflow.db``). Setting it selects the sink when ``RLOBS_SINKS`` is unset.
+Unset: the embedded default ``sqlite:///<RLOBS_JSONL_DIR>/mlflow.db``."""
+
+RLOBS_MLFLOW_EXPERIMENT = "RLOBS_MLFLOW_EXPERIMENT"
+"""Experiment every run goes to. Default: the run name's family, the part before the
+first ``-``, ``/`` or ``:`` (``ppo-halfcheetah-s3`` → ``ppo``)."""
+
+RLOBS_MLFLOW_DOWNSAMPLE = "RLOBS_MLFLOW_DOWNSAMPLE"
+"""How step metrics are thinned before they are sent: ``every:N`` (steps whose index is a
+multiple of N, plus each run's last step) or ``window:SECONDS`` (per window of event time:
+``<key>`` = mean, and ``<key>.min``, ``<key>.max``, ``<key>.last``). Episode metrics,
+summaries and the JSONL log keep full resolution. Default: every step."""
+
+RLOBS_MLFLOW_SPAN_INTERVAL_S = "RLOBS_MLFLOW_SPAN_INTERVAL_S"
+"""Seconds of event time between span statistics (p50/p95/p99/mean/count per span name).
+Default ``10``."""
+
+RLOBS_MLFLOW_MAX_BUFFER = "RLOBS_MLFLOW_MAX_BUFFER"
+"""Metric values held while MLflow is unreachable; beyond it new values are dropped,
+counted and the run tagged ``rlobs.mlflow.gaps`` (``rlobs replay`` fills it later).
+Default ``2000000`` (~300 MB at worst)."""
+
+RLOBS_MLFLOW_END_WAIT_S = "RLOBS_MLFLOW_END_WAIT_S"
+"""A run's end (and the sink's close) waits for its buffered values and status to reach
+MLflow while requests keep succeeding, giving up after this many seconds without progress
+(1 s while MLflow is unreachable; the hub itself waits at most ``RLOBS_END_TIMEOUT_S``).
+Default ``4``."""
+
+RLOBS_MLFLOW_REQUEST_TIMEOUT_S = "RLOBS_MLFLOW_REQUEST_TIMEOUT_S"
+"""Seconds one HTTP request may take (sets ``MLFLOW_HTTP_REQUEST_TIMEOUT`` when that is
+unset). Default ``15``."""

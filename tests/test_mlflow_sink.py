@@ -1,0 +1,246 @@
+"""MLflow sink against a real ``mlflow server`` (SQLite): what is logged, read back."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow_support import client, experiment_name, find_run, steps_of
+from servers import MlflowServer
+
+import rlobs
+from sinks.mlflow import MlflowSink
+
+pytestmark = pytest.mark.slow
+
+
+def _hub(server: MlflowServer, **kwargs: object) -> rlobs.Hub:
+    sink = MlflowSink(server.url, experiment_name(), **kwargs)  # type: ignore[arg-type]
+    return rlobs.Hub(["jsonl", sink], heartbeat_s=0)
+
+
+def test_every_step_metric_arrives_once(mlflow_server: MlflowServer) -> None:
+    """Each step's reward, cumulative reward and user metrics are stored once per step."""
+    with _hub(mlflow_server) as hub, hub.run("agent-a") as run:
+        for i in range(30):
+            run.step(1.0, {"loss": 1.0 / (i + 1)})
+    c = client(mlflow_server.url)
+    found = find_run(c, run.run_id)
+    for key in ("step_reward", "cumulative_reward", "loss"):
+        assert steps_of(c, found.info.run_id, key) == list(range(30))
+    assert found.data.metrics["cumulative_reward"] == 30.0
+
+
+def test_run_end_sets_status_and_summary(mlflow_server: MlflowServer) -> None:
+    """A finished run is FINISHED with steps, total_reward, episodes and completed."""
+    with _hub(mlflow_server) as hub, hub.run("agent-b") as run:
+        for i in range(10):
+            run.step(0.5, done=i == 4)
+    found = find_run(client(mlflow_server.url), run.run_id)
+    assert found.info.status == "FINISHED"
+    metrics = found.data.metrics
+    assert (metrics["steps"], metrics["total_reward"], metrics["episodes"],
+            metrics["completed"]) == (10.0, 5.0, 1.0, 1.0)
+    assert metrics["episode_return"] == 2.5 and metrics["episode_length"] == 5.0
+
+
+def test_failed_run_is_failed_with_error_tag(mlflow_server: MlflowServer) -> None:
+    """An exception in the run's block gives MLflow status FAILED and the error as a tag."""
+    with _hub(mlflow_server) as hub, pytest.raises(ValueError), hub.run("agent-c") as run:
+        run.step(1.0)
+        raise ValueError("diverged")
+    found = find_run(client(mlflow_server.url), run.run_id)
+    assert found.info.status == "FAILED"
+    assert "diverged" in found.data.tags["rlobs.error"]
+
+
+def test_params_flattened_encoded_and_sanitised(mlflow_server: MlflowServer) -> None:
+    """Nested params are dotted, lists JSON, bad keys sanitised with the original kept."""
+    params = {"opt": {"lr": 3e-4}, "layers": [256, 256], "odd key!": "x" * 7000}
+    with _hub(mlflow_server) as hub, hub.run("agent-d", params=params) as run:
+        run.step(1.0)
+    found = find_run(client(mlflow_server.url), run.run_id)
+    assert found.data.params["opt.lr"] == "0.0003"
+    assert found.data.params["layers"] == "[256, 256]"
+    assert found.data.params["odd key_"].endswith("...[truncated]")
+    assert len(found.data.params["odd key_"]) == 6000
+    assert found.data.tags["rlobs.key.odd key_"] == "odd key!"
+
+
+def test_provenance_and_user_tags(mlflow_server: MlflowServer) -> None:
+    """User tags, the rlobs id and provenance (versions, host, command) are tags."""
+    with _hub(mlflow_server) as hub, hub.run("agent-e", tags={"team": "rl"}) as run:
+        run.step(1.0)
+    tags = find_run(client(mlflow_server.url), run.run_id).data.tags
+    assert tags["team"] == "rl" and tags["rlobs.run_id"] == run.run_id
+    assert {"rlobs.version", "rlobs.python", "rlobs.host", "rlobs.cmd",
+            "rlobs.pkg.mlflow"} <= set(tags)
+
+
+def test_input_hash_is_a_tag(mlflow_server: MlflowServer, tmp_path: Path) -> None:
+    """A dataset hash registered with ``log_input_hash`` arrives as a tag."""
+    data = tmp_path / "data.csv"
+    data.write_text("a,b\n1,2\n")
+    with _hub(mlflow_server) as hub, hub.run("agent-f") as run:
+        digest = run.log_input_hash(data)
+    tags = find_run(client(mlflow_server.url), run.run_id).data.tags
+    assert tags["rlobs.input.data.csv.sha256"] == digest
+
+
+def test_nonfinite_values_are_counted_not_sent(mlflow_server: MlflowServer) -> None:
+    """NaN/±Inf are kept out of MLflow's history and counted in a tag and a metric."""
+    values = [1.0, math.nan, 2.0, math.inf, -math.inf, 3.0]
+    with _hub(mlflow_server) as hub, hub.run("agent-g") as run:
+        for value in values:
+            run.step(0.0, {"q": value})
+    c = client(mlflow_server.url)
+    found = find_run(c, run.run_id)
+    assert [m.value for m in sorted(c.get_metric_history(found.info.run_id, "q"),
+                                    key=lambda m: m.step)] == [1.0, 2.0, 3.0]
+    assert found.data.tags["rlobs.nonfinite.q"] == "nan=1 posinf=1 neginf=1 first_step=1"
+    assert found.data.metrics["rlobs.nonfinite_values"] == 3.0
+
+
+def test_child_run_has_parent_run_id(mlflow_server: MlflowServer) -> None:
+    """A nested run carries ``mlflow.parentRunId`` of its parent's MLflow run."""
+    hub = _hub(mlflow_server)
+    with hub, hub.run("sweep-1") as parent, hub.run("sweep-1-cell", parent=parent) as child:
+        child.step(1.0)
+    c = client(mlflow_server.url)
+    parent_run = find_run(c, parent.run_id)
+    assert find_run(c, child.run_id).data.tags["mlflow.parentRunId"] == parent_run.info.run_id
+
+
+def test_artifacts_and_run_log_uploaded(mlflow_server: MlflowServer, tmp_path: Path) -> None:
+    """User files and the run's complete JSONL log are uploaded as artifacts."""
+    report = tmp_path / "report.txt"
+    report.write_text("ok")
+    with _hub(mlflow_server) as hub, hub.run("agent-h") as run:
+        run.step(1.0)
+        run.log_artifact(report, "reports")
+    c = client(mlflow_server.url)
+    mlflow_id = find_run(c, run.run_id).info.run_id
+    assert [a.path for a in c.list_artifacts(mlflow_id, "reports")] == ["reports/report.txt"]
+    local = c.download_artifacts(mlflow_id, f"rlobs/{run.run_id}.jsonl", str(tmp_path))
+    assert rlobs.read_run(local).end is not None
+
+
+def test_summary_and_late_params(mlflow_server: MlflowServer) -> None:
+    """``log_summary`` metrics, later params and tags reach the run."""
+    with _hub(mlflow_server) as hub, hub.run("agent-i") as run:
+        run.step(1.0)
+        run.log_summary({"eval.return": 7.5})
+        run.log_params({"seed": 3})
+        run.set_tags({"phase": "eval"})
+    found = find_run(client(mlflow_server.url), run.run_id)
+    assert found.data.metrics["eval.return"] == 7.5
+    assert found.data.params["seed"] == "3" and found.data.tags["phase"] == "eval"
+
+
+def test_span_percentiles_not_one_metric_per_call(mlflow_server: MlflowServer) -> None:
+    """Spans become per-name p50/p95/p99/mean/count metrics, not one value per span."""
+    with _hub(mlflow_server) as hub, hub.run("agent-j") as run:
+        for i in range(20):
+            run.record_span("actor", 0, (i + 1) * 1_000_000)
+            run.step(1.0)
+    c = client(mlflow_server.url)
+    found = find_run(c, run.run_id)
+    assert found.data.metrics["span.actor.run.count"] == 20.0
+    assert found.data.metrics["span.actor.run.p50_ms"] == 10.0
+    assert found.data.metrics["span.actor.run.p99_ms"] == 20.0
+    assert len(c.get_metric_history(found.info.run_id, "span.actor.p95_ms")) == 1
+
+
+def test_downsample_every_n_keeps_episodes_full(mlflow_server: MlflowServer) -> None:
+    """``every:5`` keeps steps 0,5,… plus the last; episode metrics keep every episode."""
+    with _hub(mlflow_server, downsample="every:5") as hub, hub.run("agent-k") as run:
+        for i in range(12):
+            run.step(1.0, done=i % 3 == 2)
+    c = client(mlflow_server.url)
+    mlflow_id = find_run(c, run.run_id).info.run_id
+    assert steps_of(c, mlflow_id, "step_reward") == [0, 5, 10, 11]
+    assert steps_of(c, mlflow_id, "episode_return") == [2, 5, 8, 11]
+
+
+def test_replay_of_a_complete_run_adds_nothing(mlflow_server: MlflowServer,
+                                               runs_dir: Path) -> None:
+    """Replaying a run MLflow already holds duplicates no value."""
+    sink_exp = experiment_name()
+    hub = rlobs.Hub(["jsonl", MlflowSink(mlflow_server.url, sink_exp)], heartbeat_s=0)
+    with hub, hub.run("agent-l") as run:
+        for _ in range(15):
+            run.step(1.0, {"m": 2.0})
+    with rlobs.Hub([MlflowSink(mlflow_server.url, sink_exp)], heartbeat_s=0) as hub:
+        hub.replay(rlobs.read_run(runs_dir / f"{run.run_id}.jsonl"))
+    c = client(mlflow_server.url)
+    found = find_run(c, run.run_id)
+    assert steps_of(c, found.info.run_id, "m") == list(range(15))
+    assert steps_of(c, found.info.run_id, "steps") == [15]
+    assert found.info.status == "FINISHED"
+
+
+def test_status_detail_names_server_and_counts(mlflow_server: MlflowServer) -> None:
+    """``Hub.status()`` shows the server and how many values were sent."""
+    with _hub(mlflow_server) as hub:
+        with hub.run("agent-m") as run:
+            run.step(1.0)
+        detail = next(s for s in hub.status() if s.name == "mlflow").detail
+    assert detail is not None and mlflow_server.url in detail and "values sent" in detail
+
+
+def test_embedded_default_store_and_ui_hint(runs_dir: Path) -> None:
+    """Without a tracking URI, runs go to ``<jsonl dir>/mlflow.db`` and the hint says so."""
+    sink = MlflowSink(experiment="embedded")
+    with rlobs.Hub(["jsonl", sink], heartbeat_s=0) as hub, hub.run("emb") as run:
+        run.step(1.0)
+    uri = f"sqlite:///{runs_dir.resolve() / 'mlflow.db'}"
+    assert sink.viewer_hint() == f"mlflow ui --backend-store-uri {uri}"
+    found = find_run(client(uri), run.run_id)
+    assert found.info.status == "FINISHED"
+    assert found.info.artifact_uri.startswith((runs_dir.resolve() / "mlartifacts").as_uri())
+
+
+def test_selected_by_tracking_uri_only() -> None:
+    """The sink is on by default exactly when ``MLFLOW_TRACKING_URI`` is set."""
+    assert MlflowSink.selected_by_default({"MLFLOW_TRACKING_URI": "http://x"})
+    assert not MlflowSink.selected_by_default({})
+
+
+def test_from_env_experiment_and_bad_downsample() -> None:
+    """The environment sets the experiment; an invalid downsample is a ConfigError."""
+    sink = MlflowSink.from_env({"MLFLOW_TRACKING_URI": "http://h:5000",
+                                "RLOBS_MLFLOW_EXPERIMENT": "exp"})
+    assert (sink.tracking_uri, sink.experiment) == ("http://h:5000", "exp")
+    with pytest.raises(rlobs.ConfigError):
+        MlflowSink.from_env({"RLOBS_MLFLOW_DOWNSAMPLE": "sometimes"})
+
+
+def _python(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    return done.stdout
+
+
+def test_import_does_not_import_mlflow() -> None:
+    """``import rlobs`` and loading the sink class leave mlflow unimported."""
+    out = _python("import sys, rlobs; from rlobs._registry import load_sink_class; "
+                  "load_sink_class('mlflow'); print('mlflow' in sys.modules)")
+    assert out.strip() == "False"
+
+
+def test_mlflow_missing_is_reported_with_install_hint() -> None:
+    """Without mlflow the sink is unavailable with the pip hint; the run still works."""
+    out = _python(
+        "import sys; sys.modules['mlflow'] = None\n"
+        "import rlobs\n"
+        "with rlobs.Hub(['mlflow'], heartbeat_s=0) as hub:\n"
+        "    with hub.run('x') as run:\n"
+        "        run.step(1.0)\n"
+        "    s = hub.status()[0]\n"
+        "print(s.available, s.detail, run.result.status)\n")
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("False mlflow is not installed: pip install \"rlobs[mlflow]\"")
+    assert last.endswith("finished")
