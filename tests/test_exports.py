@@ -13,6 +13,7 @@ PUBLIC = {
     "RunStart", "RunStatus", "RunUpdate", "Sink", "SinkStatus", "SinkUnavailable", "Span",
     "SpanScope", "Step", "UnknownSinkError", "current_run", "default_hub", "env_bool",
     "env_float", "env_int", "environment_variables", "event_from_dict", "event_from_line",
+    "log_result",
     "event_to_dict", "event_to_line", "flatten_params", "is_secret_key", "iter_events",
     "read_run", "redact_uri", "registered_sinks", "require", "run", "selected_names",
     "wall_ns",
