@@ -6,6 +6,7 @@ request (its socket lacks TCP_NODELAY), which would make every test slow for no 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -70,13 +71,21 @@ class MlflowServer:
             return False
 
     def _signal(self, sig: int) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=15)
+        """Signal the server's whole process group and wait until every member is gone.
+
+        ``mlflow server`` starts uvicorn and a job runner with its own consumers; some
+        outlive the CLI process on SIGTERM, so the group is SIGKILLed after a grace time.
+        """
+        if self.process is None:
+            return
+        group = self.process.pid  # start_new_session: the group id is the leader's pid
+        _killpg(group, sig)
+        deadline = time.monotonic() + 15
+        while _group_alive(group) and time.monotonic() < deadline:
+            self.process.poll()  # reap the leader so it does not linger as a zombie
+            time.sleep(0.1)
+        _killpg(group, signal.SIGKILL)
+        self.process.wait(timeout=15)
         self.process = None
 
     def stop(self) -> None:
@@ -86,6 +95,19 @@ class MlflowServer:
     def kill(self) -> None:
         """Kill hard (SIGKILL), as an outage would."""
         self._signal(signal.SIGKILL)
+
+
+def _killpg(group: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, sig)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def create_pg_database() -> str:
