@@ -7,7 +7,10 @@ Prints per-call cost (µs) of:
 then the JSONL sink's sustained rate: a loop stepping flat out, every step on disk.
 
 Calls are timed in blocks of ``--block`` calls (a timer per call would cost more than the
-call); the percentiles are over blocks. Trials interleave the variants.
+call); the percentiles are over blocks. Trials interleave the variants. The loop steps flat
+out while the sinks' workers drain concurrently: blocks that overlap a worker holding the
+GIL (JSON encoding, delivery) pay for that work too, which is what the mean and p99 show;
+the p50 is the call's own cost.
 
     python benchmarks/bench_step.py [--blocks 400] [--block 500] [--trials 5]
 """

@@ -31,8 +31,6 @@ _WALL_OFFSET_NS = time.time_ns() - time.perf_counter_ns()
 _now_ns = time.perf_counter_ns
 
 _new_tuple = tuple.__new__
-_NUMBERS = frozenset({float, int})
-_STR = frozenset({str})
 
 _current_run: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
     "rlobs_current_run", default=None
@@ -184,15 +182,16 @@ class Run:
         """
         if type(reward) is not float:
             reward = self._coerce_reward(reward)
+        clean: dict[str, float] = {}
         if metrics:
             clean = dict(metrics)
-            # C-level type checks: the common all-float, all-str-key case costs ~0.1 µs.
-            if not (_NUMBERS.issuperset(map(type, clean.values()))
-                    and _STR.issuperset(map(type, clean))):
-                clean = self._clean_metrics(metrics)
-        else:
-            clean = {}
-        with self._lock:
+            for key, value in clean.items():
+                if (type(value) is not float and type(value) is not int) or type(key) is not str:
+                    clean = self._clean_metrics(metrics)
+                    break
+        lock = self._lock
+        lock.acquire()  # explicit acquire/release: ~0.1 µs cheaper than `with` per step
+        try:
             if self._end is not None or not self._started:
                 self._late += 1
                 return
@@ -211,6 +210,8 @@ class Run:
                                       truncated, self._episodes - (ep_len is not None),
                                       ep_return, ep_len, _now_ns() + _WALL_OFFSET_NS))
             fan_out(self._hub._step_workers, event)
+        finally:
+            lock.release()
 
     def span(self, name: str, **attributes: Any) -> SpanScope:
         """Time a block as a span of the current step: ``with run.span("actor.forward"):``.

@@ -292,15 +292,17 @@ class SinkWorker:
     def _deliver(self, batch: list[Any]) -> bool:
         """Run on the worker thread: hand events to hooks. Returns True once closed."""
         hooks, started = self._hooks, self._started
-        for event in batch:
+        last_kind: type | None = None
+        hook: Callable[[Any], None] = self.sink.on_step
+        for count, event in enumerate(batch, 1):
             kind = type(event)
             if kind is _Ack:
                 self._call("flush", self.sink.flush)
                 if event.close:
                     self._close_sink()
-                    event.future.set_result(None)
-                    return True
                 event.future.set_result(None)
+                if event.close:
+                    return True
                 continue
             run_id = event[0]
             if kind is RunStart:
@@ -309,14 +311,17 @@ class SinkWorker:
                 continue  # never show a sink events outside a start..end it saw
             elif kind is RunEnd:
                 started.discard(run_id)
-            self._hook = _HOOK_NAMES[kind]
+            if kind is not last_kind:  # runs of one kind are the norm: look up once
+                last_kind, hook = kind, hooks[kind]
+                self._hook = _HOOK_NAMES[kind]
             try:
-                hooks[kind](event)
+                hook(event)
             except Exception as exc:
                 self._failed(self._hook, exc)
             else:
                 self.delivered += 1
-            self._busy_since = _monotonic()  # progress: a slow sink is not a hung one
+            if not count & 15:
+                self._busy_since = _monotonic()  # progress: a slow sink is not a hung one
         self._call("flush", self.sink.flush)
         return False
 
