@@ -120,3 +120,16 @@ def test_replay_of_a_dead_run_ends_it_killed(runs_dir: Path) -> None:
         end = hub.replay(rlobs.read_run(path))
     assert end.status is rlobs.RunStatus.KILLED and end.steps == 10
     assert sink.of_type(RunEnd) == [end]
+
+
+@pytest.mark.parametrize("metrics", [{}, {"loss": 0.25, "n": 3}, {'quote"key': 1e300},
+                                     {"ünïcode/κ": -2.5e-12}, {"big": 12345678901234567890}])
+def test_step_lines_are_exactly_the_event_as_json(metrics: dict[str, float]) -> None:
+    """The step fast path writes the same JSON object the general encoder would."""
+    for end in (None, 7.25):
+        step = Step("run-1", 41, -0.5, 1e17, metrics, end is not None, False, 2, end,
+                    None if end is None else 9, 1_795_416_373_726_018_068)
+        line = rlobs.event_to_line(step)
+        assert line.endswith("\n") and line.count("\n") == 1
+        assert json.loads(line) == json.loads(json.dumps(rlobs.event_to_dict(step)))
+        assert rlobs.event_from_line(line) == step
