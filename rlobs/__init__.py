@@ -10,6 +10,7 @@ queue and worker, and guarantees every run an end on every exit path.
 from __future__ import annotations
 
 from . import environment_variables
+from ._clock import wall_ns
 from ._codec import from_dict as event_from_dict
 from ._codec import from_line as event_from_line
 from ._codec import to_dict as event_to_dict
@@ -40,9 +41,10 @@ from ._params import flatten_params, is_secret_key, redact_uri
 from ._reader import RunLog, iter_events, read_run
 from ._registry import registered_sinks, selected_names
 from ._result import log_result
-from ._run import Run, SpanScope, current_run, wall_ns
+from ._run import Run, current_run
 from ._settings import env_bool, env_float, env_int
 from ._sink import Overflow, Sink, require
+from ._span import SpanScope
 from ._worker import SinkStatus
 
 __all__ = [

@@ -7,7 +7,6 @@ import contextvars
 import itertools
 import math
 import threading
-import time
 from collections.abc import Mapping
 from os import PathLike, fspath
 from pathlib import Path
@@ -17,32 +16,23 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
+from ._clock import _WALL_OFFSET_NS, _now_ns, wall_ns
 from ._events import Artifact, Heartbeat, RunEnd, RunStart, RunStatus, RunUpdate, Span, Step
 from ._log import logger
 from ._params import clean_tags, flatten_params
 from ._provenance import file_sha256
+from ._span import _NULL_SPAN, SpanScope
 from ._worker import fan_out
 
 if TYPE_CHECKING:
     from ._hub import Hub
 
-# Spans and steps share one clock: monotonic durations on a wall-clock origin.
-_WALL_OFFSET_NS = time.time_ns() - time.perf_counter_ns()
-_now_ns = time.perf_counter_ns
 
 _new_tuple = tuple.__new__
 
 _current_run: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
     "rlobs_current_run", default=None
 )
-_current_span: contextvars.ContextVar[int | None] = contextvars.ContextVar(
-    "rlobs_current_span", default=None
-)
-
-
-def wall_ns() -> int:
-    """Now, on the clock every event uses (ns since the epoch, monotonic within a process)."""
-    return _now_ns() + _WALL_OFFSET_NS
 
 
 def current_run() -> Run | None:
@@ -378,61 +368,3 @@ class Run:
     def __repr__(self) -> str:
         state = "ended" if self._end else ("active" if self._started else "new")
         return f"<Run {self.name!r} id={self.run_id} {state} steps={self._steps}>"
-
-
-class SpanScope:
-    """Times a block as a span; ``set(**attrs)`` adds attributes before it ends."""
-
-    __slots__ = ("_attrs", "_name", "_parent", "_run", "_start", "_token")
-
-    def __init__(self, run: Run, name: str, attributes: dict[str, Any]) -> None:
-        self._run = run
-        self._name = name
-        self._attrs = attributes
-        self._start = 0
-        self._parent: int | None = None
-        self._token: contextvars.Token[int | None] | None = None
-
-    def set(self, **attributes: Any) -> None:
-        """Add attributes to the span."""
-        self._attrs.update(attributes)
-
-    def __enter__(self) -> SpanScope:
-        self._parent = _current_span.get()
-        self._token = _current_span.set(next(self._run._span_ids))
-        self._start = _now_ns()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        end = _now_ns()
-        run = self._run
-        span_id = _current_span.get()
-        if self._token is not None:
-            _current_span.reset(self._token)
-        if run._end is not None or span_id is None:
-            return
-        error = None if exc is None else f"{type(exc).__name__}: {exc}"
-        event = Span(run.run_id, self._name, run._steps, self._start + _WALL_OFFSET_NS,
-                     end + _WALL_OFFSET_NS, self._attrs, span_id, self._parent, error)
-        fan_out(run._hub._span_workers, event)
-
-
-class _NullSpan(SpanScope):
-    __slots__ = ()
-
-    def __init__(self) -> None:
-        pass
-
-    def set(self, **attributes: Any) -> None:
-        pass
-
-    def __enter__(self) -> SpanScope:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        pass
-
-
-_NULL_SPAN = _NullSpan()

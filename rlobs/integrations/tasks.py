@@ -15,9 +15,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
+from .._clock import wall_ns
 from .._hub import Hub, default_hub
 from .._log import logger
-from .._run import Run, current_run, wall_ns
+from .._run import Run, current_run
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -9,8 +9,9 @@ from typing import Any, NamedTuple
 
 import torch
 
+from .._clock import wall_ns
 from .._log import logger
-from .._run import Run, current_run, wall_ns
+from .._run import Run, current_run
 from ._auto import CPU_CANDIDATES, CUDA_CANDIDATES, Selection, choose
 from ._backends import (
     BACKENDS,
