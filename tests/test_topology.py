@@ -32,9 +32,10 @@ pytestmark = pytest.mark.slow
 # work: a run's end may take longer than the default 5 s to reach it, and the hub then
 # stops waiting for the MLflow sink (later runs of the process miss MLflow; their JSONL
 # files keep them for `rlobs replay`). These tests are about everything arriving, so they
-# give a slow server the time it needs, as a user with a busy server would.
+# give a slow server the time it needs, as a user with a busy server would (a request
+# over the timeout counts as "server down", after which a run's end waits only 1 s).
 PATIENCE = {"RLOBS_END_TIMEOUT_S": "120", "RLOBS_MLFLOW_END_WAIT_S": "60",
-            "OTEL_EXPORTER_OTLP_TIMEOUT": "30"}
+            "RLOBS_MLFLOW_REQUEST_TIMEOUT_S": "60", "OTEL_EXPORTER_OTLP_TIMEOUT": "30"}
 
 
 def compose_env(server: MlflowServer, experiment: str, experiment_id: str,
