@@ -142,7 +142,9 @@ class MlflowSink(Sink):
         # The sender retries with its own backoff; MLflow's default (7 retries with
         # backoff, 120 s timeout) would freeze it for minutes per request instead.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", f"{self.request_timeout_s:g}")
+        # MLflow parses this variable as an int: "2.5" would fail every request.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT",
+                              str(max(1, round(self.request_timeout_s))))
         root = None
         if self.embedded:
             self.jsonl_dir.mkdir(parents=True, exist_ok=True)
