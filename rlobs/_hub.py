@@ -131,9 +131,9 @@ class Hub:
             self._state = "closing"
         self.end_open_runs(RunStatus.KILLED, "the hub closed while the run was open")
         bound = self.settings.end_timeout_s
-        # A sink already stuck past the bound is not waited for again: it is abandoned.
-        futures = {w.barrier(close=True): w for w in self._workers
-                   if w.accepting and w.stalled_for() < bound}
+        # Every sink gets one more bounded chance to flush and close, even one that was
+        # slow over a run's end: its close is where buffered data goes out.
+        futures = {w.barrier(close=True): w for w in self._workers if w.accepting}
         _, pending = wait(futures, timeout=bound)
         for future in pending:
             logger.warning("sink abandoned at close", sink=futures[future].name,

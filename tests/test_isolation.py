@@ -153,3 +153,18 @@ def test_disabled_sink_is_reported_and_never_fed() -> None:
         status = {s.name: s for s in hub.status()}
     assert not status["off"].enabled and not status["off"].available
     assert off.calls == [] and len(on.of_type(Step)) == 10
+
+
+def test_sink_slow_over_a_run_end_still_gets_closed() -> None:
+    """A sink that overran the run-end bound is still given its close (where data flushes)."""
+
+    class SlowEnd(RecordingSink):
+        def on_run_end(self, event: RunEnd) -> None:
+            time.sleep(0.8)
+            super().on_run_end(event)
+
+    sink = SlowEnd("slow-end")
+    with rlobs.Hub([sink], end_timeout_s=0.5, heartbeat_s=0) as hub:
+        _run_loop(hub, 10)
+    assert sink.closed
+    assert len(sink.of_type(RunEnd)) == 1

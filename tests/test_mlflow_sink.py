@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from mlflow_support import client, experiment_name, find_run, steps_of
+from mlflow_support import client, experiment_name, find_run, poll, steps_of
 from servers import MlflowServer
 
 import rlobs
@@ -111,6 +111,25 @@ def test_child_run_has_parent_run_id(mlflow_server: MlflowServer) -> None:
         child.step(1.0)
     c = client(mlflow_server.url)
     parent_run = find_run(c, parent.run_id)
+    assert find_run(c, child.run_id).data.tags["mlflow.parentRunId"] == parent_run.info.run_id
+
+
+def test_child_created_before_its_parent_is_nested_at_its_end(
+    mlflow_server: MlflowServer,
+) -> None:
+    """A child whose parent reached MLflow after it (another process) is nested when it ends."""
+    experiment = experiment_name()
+    c = client(mlflow_server.url)
+    parent_id = rlobs._hub.new_run_id()
+    child_hub = rlobs.Hub([MlflowSink(mlflow_server.url, experiment)], heartbeat_s=0)
+    with child_hub, child_hub.run("sweep-cell", parent=parent_id) as child:
+        child.step(1.0)
+        created = poll(lambda: find_run(c, child.run_id))
+        assert "mlflow.parentRunId" not in created.data.tags
+        parent_hub = rlobs.Hub([MlflowSink(mlflow_server.url, experiment)], heartbeat_s=0)
+        with parent_hub, parent_hub.run("sweep", run_id=parent_id):
+            assert poll(lambda: find_run(c, parent_id))
+    parent_run = find_run(c, parent_id)
     assert find_run(c, child.run_id).data.tags["mlflow.parentRunId"] == parent_run.info.run_id
 
 

@@ -46,6 +46,7 @@ class RunState:
     skip: Skip | None = None
     unsure: bool = False  # a metrics request failed in flight: it may have landed
     log_uploaded: bool = False
+    orphan_of: str | None = None  # rlobs id of a parent not yet in MLflow at creation
     done: threading.Event = field(default_factory=threading.Event)
 
     def has_work(self) -> bool:
@@ -285,15 +286,32 @@ class Sender:
             tags = {RUN_ID_TAG: start.run_id, HEARTBEAT_TAG: str(start.time_ns)}
             if start.parent_id:
                 tags["rlobs.parent_id"] = start.parent_id
-                parent = store.mlflow_id(start.parent_id)
-                if parent is None and (found := store.find_run([exp_id], start.parent_id)):
-                    parent = str(found.info.run_id)
+                parent = self._parent_id(exp_id, start.parent_id)
                 if parent is not None:
                     tags["mlflow.parentRunId"] = parent
+                else:  # the parent's run may still be on its way (another process)
+                    state.orphan_of = start.parent_id
             mlflow_id = store.create_run(exp_id, start.run_id, start.name,
                                          start.time_ns // 1_000_000, tags)
         with self._cond:
             state.mlflow_id = mlflow_id
+
+    def _parent_id(self, exp_id: str, parent_rlobs_id: str) -> str | None:
+        parent = self.store.mlflow_id(parent_rlobs_id)
+        if parent is None and (found := self.store.find_run([exp_id], parent_rlobs_id)):
+            parent = str(found.info.run_id)
+        return parent
+
+    def _adopt(self, state: RunState) -> None:
+        """Nest a child whose parent had no MLflow run yet when the child was created."""
+        assert state.mlflow_id is not None and state.orphan_of is not None
+        parent = self._parent_id(self.store.experiment_id(state.experiment), state.orphan_of)
+        if parent is not None:
+            self.store.log_items(state.mlflow_id, [], [("mlflow.parentRunId", parent)])
+        else:
+            logger.warning("parent run not found in mlflow; child left unnested",
+                           run=state.start.name, parent=state.orphan_of)
+        state.orphan_of = None
 
     def _send_items(self, state: RunState) -> None:
         assert state.mlflow_id is not None
@@ -340,6 +358,8 @@ class Sender:
     def _finish(self, state: RunState) -> None:
         """Upload the run's log, then set its status — even when the upload failed."""
         assert state.mlflow_id is not None and state.end is not None
+        if state.orphan_of is not None:
+            self._adopt(state)
         if not state.log_uploaded and state.log_path is not None:
             try:
                 self._upload_log(state)
