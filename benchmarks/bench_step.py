@@ -64,8 +64,10 @@ def hot_path(blocks: int, block: int, trials: int, directory: str) -> dict[str, 
     env = {"RLOBS_JSONL_DIR": directory}
     with rlobs.Hub(sinks, env=env, heartbeat_s=0, handle_signals=False) as hub, \
             rlobs.Hub([NoopSink("nospans", wants_spans=False)], heartbeat_s=0,
-                      handle_signals=False) as quiet:
-        with hub.run("bench-step") as run, quiet.run("bench-quiet") as quiet_run:
+                      handle_signals=False) as quiet, \
+            rlobs.Hub([], heartbeat_s=0, handle_signals=False) as bare:
+        with hub.run("bench-step") as run, quiet.run("bench-quiet") as quiet_run, \
+                bare.run("bench-bare") as bare_run:
             base: collections.deque[dict[str, float]] = collections.deque(maxlen=1 << 16)
 
             def baseline() -> None:
@@ -73,6 +75,9 @@ def hot_path(blocks: int, block: int, trials: int, directory: str) -> dict[str, 
 
             def step() -> None:
                 run.step(1.0, metrics)
+
+            def step_bare() -> None:
+                bare_run.step(1.0, metrics)
 
             def span() -> None:
                 with run.span("actor.forward", batch_size=1):
@@ -84,6 +89,7 @@ def hot_path(blocks: int, block: int, trials: int, directory: str) -> dict[str, 
 
             variants = {"deque.append(dict(3 keys)) [baseline]": baseline,
                         "run.step(reward, 3 metrics), jsonl + 2 no-op sinks": step,
+                        "run.step(reward, 3 metrics), no sink (the run's own work)": step_bare,
                         "run.span() around nothing, sinks take spans": span,
                         "run.span() around nothing, no sink takes spans": span_off}
             for _ in range(trials):
