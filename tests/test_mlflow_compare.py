@@ -12,6 +12,7 @@ from servers import MlflowServer
 import rlobs
 from rlobs.compare import GroupScore, compare
 from sinks.mlflow import MlflowSink, compare_mlflow, register_compare
+from sinks.mlflow._compare import default_tracking_uri
 
 # (algo, seed) -> episode returns; each episode is 3 steps, so episodes end at steps 2, 5, ...
 RETURNS = {("a", 0): [1.0, 2.0, 3.0, 4.0], ("a", 1): [2.0, 2.0, 5.0, 7.0],
@@ -93,3 +94,11 @@ def test_cli_prints_table_and_plots(mlflow_server: MlflowServer, experiment: str
     assert "episode return by algo" in text and "4.75 ± 1.77" in text
     assert "skipped 1 run(s)" in text and "sweep" in text
     assert out.read_bytes().startswith(b"\x89PNG")
+
+
+def test_default_uri_is_env_then_embedded_store(runs_dir: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ``--tracking-uri``: ``MLFLOW_TRACKING_URI``, else the sink's embedded store."""
+    assert default_tracking_uri() == f"sqlite:///{runs_dir.resolve() / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    assert default_tracking_uri() == "http://mlflow:5000"
