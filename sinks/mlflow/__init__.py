@@ -7,6 +7,8 @@
 - ``rlobs replay RUN.jsonl --sinks mlflow`` resumes the run tagged ``rlobs.run_id`` and
   sends only what MLflow lacks.
 - ``rlobs reap`` (:func:`register_cli`, :func:`reap`) ends runs whose heartbeat stopped.
+- ``rlobs compare-mlflow EXPERIMENT... --by KEY`` (:func:`register_compare`,
+  :func:`compare_mlflow`) compares runs across seeds from their MLflow history.
 - :func:`register_model` registers a run's artifact and sets an alias.
 
 Importing this package does not import mlflow; opening the sink does.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from . import environment_variables
 from ._aggregate import Downsample
+from ._compare import compare_mlflow, register_compare
 from ._models import mlflow_run_id, register_model
 from ._reap import Reaped, reap, register_cli
 from ._sink import MlflowSink, embedded_uri
@@ -24,10 +27,12 @@ __all__ = [
     "Downsample",
     "MlflowSink",
     "Reaped",
+    "compare_mlflow",
     "embedded_uri",
     "environment_variables",
     "mlflow_run_id",
     "reap",
     "register_cli",
+    "register_compare",
     "register_model",
 ]
