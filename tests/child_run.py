@@ -6,6 +6,7 @@ Usage: ``python child_run.py MODE`` where MODE is ``loop`` (step until signalled
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 
@@ -13,6 +14,9 @@ import rlobs
 
 
 def main(mode: str) -> None:
+    # A launcher without job control (a background CI step) starts us with SIGINT
+    # ignored; Ctrl-C reaches an interactive program, which is what this child stands for.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     hub = rlobs.Hub(["jsonl"], handle_signals=True, heartbeat_s=0.05, end_timeout_s=5)
     if mode == "exit-open":
         run = hub.run("child-open").start()

@@ -30,7 +30,12 @@ def _spawn(mode: str, runs_dir: Path) -> tuple[subprocess.Popen[str], str]:
 
 
 def _finish(proc: subprocess.Popen[str]) -> int:
-    proc.communicate(timeout=30)  # also closes the pipes
+    try:
+        proc.communicate(timeout=30)  # also closes the pipes
+    except subprocess.TimeoutExpired:
+        proc.kill()  # never leave a child behind for the next test to trip over
+        proc.communicate()
+        raise
     return proc.returncode
 
 

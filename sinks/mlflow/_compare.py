@@ -10,27 +10,17 @@ without episodes (sweep parents, crashed starts) are skipped and reported.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Sequence
 from typing import Any
 
 from rlobs import RlobsError, redact_uri, require
-from rlobs import environment_variables as core_env
 from rlobs.compare import GroupScore, RunScore, check_last, group_scores, report, score_episodes
 
-from . import environment_variables as ev
 from ._mapping import sanitize_key
+from ._sink import default_tracking_uri
 from ._store import RUN_ID_TAG
 
 EPISODE_METRIC = "episode_return"
-
-
-def default_tracking_uri(uri: str | None = None) -> str:
-    """``uri``, else ``MLFLOW_TRACKING_URI``, else the sink's embedded SQLite store."""
-    from ._sink import DEFAULT_JSONL_DIR, embedded_uri
-
-    return (uri or os.environ.get(ev.MLFLOW_TRACKING_URI)
-            or embedded_uri(os.environ.get(core_env.RLOBS_JSONL_DIR) or DEFAULT_JSONL_DIR))
 
 
 def _experiment_ids(client: Any, experiments: Sequence[str]) -> list[str]:

@@ -10,14 +10,12 @@ touched. Safe to run from cron and concurrently: ending an ended run changes not
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from rlobs import redact_uri, require
 
-from . import environment_variables as ev
 from ._store import HEARTBEAT_TAG, RUN_ID_TAG
 
 
@@ -99,11 +97,9 @@ def _cmd_reap(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     mlflow = require("mlflow", "mlflow")
-    uri = args.tracking_uri or os.environ.get(ev.MLFLOW_TRACKING_URI)
-    if not uri:
-        from ._sink import embedded_uri
+    from ._sink import default_tracking_uri
 
-        uri = embedded_uri(os.environ.get("RLOBS_JSONL_DIR") or "rlobs-runs")
+    uri = default_tracking_uri(args.tracking_uri)
     client = mlflow.tracking.MlflowClient(tracking_uri=uri)
     reaped = reap(client, args.older_than, experiments=args.experiment or None,
                   dry_run=args.dry_run)

@@ -44,6 +44,13 @@ def embedded_uri(jsonl_dir: str | os.PathLike[str]) -> str:
     return f"sqlite:///{(Path(jsonl_dir).resolve() / 'mlflow.db')}"
 
 
+def default_tracking_uri(uri: str | None = None) -> str:
+    """``uri``, else ``MLFLOW_TRACKING_URI``, else the embedded SQLite store (what the
+    sink itself would use): the default of every command that reads MLflow."""
+    return (uri or os.environ.get(ev.MLFLOW_TRACKING_URI)
+            or embedded_uri(os.environ.get(core_env.RLOBS_JSONL_DIR) or DEFAULT_JSONL_DIR))
+
+
 @dataclass(eq=False)
 class _Converter:
     """Per-run conversion state, touched only on the hub's worker thread."""
