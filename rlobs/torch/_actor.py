@@ -101,6 +101,7 @@ class CompiledActor:
         """Run the actor; record a span when the run has a sink that wants spans."""
         run = self._run or current_run()
         if run is None or not run.wants_spans:
+            # _call inlined: this untimed path is the ≤ 1 µs one, a call frame is 0.1 µs.
             try:
                 return self._fn(*args, **kwargs)
             except Exception as exc:
