@@ -39,7 +39,8 @@ def status_table(hub: Hub) -> Table:
     """A table of a hub's sinks: availability, detail and counters."""
     table = Table(title="sinks")
     for column in ("sink", "available", "detail", "delivered", "dropped", "errors"):
-        table.add_column(column)
+        # fold, never truncate: a detail is often a path or URI that matters whole
+        table.add_column(column, overflow="fold")
     for s in hub.status():
         table.add_row(s.name, "yes" if s.available else "[red]no[/red]",
                       redact_uri(s.detail or ""), str(s.delivered), str(s.dropped),
