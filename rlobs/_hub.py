@@ -292,11 +292,12 @@ class Hub:
                 self._runs.pop(run.run_id, None)
 
     def _lifecycle_workers(self) -> tuple[SinkWorker, ...]:
-        return tuple(w for w in self._workers if w.accepting)
+        """Workers that take events now: the ones ``_route`` keeps current."""
+        return self._step_workers
 
     def _route(self) -> None:
-        """Recompute which workers take steps and spans (called on every state change)."""
-        live = self._lifecycle_workers()
+        """Recompute which workers take events and spans (called on every state change)."""
+        live = tuple(w for w in self._workers if w.accepting)
         self._step_workers = live
         self._span_workers = tuple(w for w in live if w.sink.wants_spans)
 
