@@ -76,7 +76,8 @@ class Hub:
         self.sinks = build_sinks(spec, env)
         self._provenance_on = provenance
         self._workers = tuple(
-            SinkWorker(s, queue_size=self.settings.queue_size, on_state=self._route)
+            SinkWorker(s, queue_size=self.settings.queue_size, on_state=self._route,
+                       collect=self._collect)
             for s in self.sinks
         )
         self._step_workers: tuple[SinkWorker, ...] = ()
@@ -216,6 +217,9 @@ class Hub:
         """Wait until every event queued so far reached its sink. True if all did in time."""
         if self._state != "started":
             return True
+        for run in self._open_runs():
+            with run._lock:
+                run._ship()
         futures = [w.barrier() for w in self._workers if w.accepting]
         _, pending = wait(futures, timeout=timeout_s or self.settings.end_timeout_s)
         return not pending
@@ -254,12 +258,20 @@ class Hub:
 
     def end_open_runs(self, status: RunStatus, error: str) -> None:
         """End every open run of this hub with ``status`` (used by signals and exit)."""
-        with self._lock:
-            runs = list(self._runs.values())
+        runs = self._open_runs()
         ends = [(run, end) for run in runs if (end := run._make_end(status, error))]
         self._close_runs(ends)
 
     # ------------------------------------------------------------------ used by Run
+
+    def _open_runs(self) -> list[Run]:
+        with self._lock:
+            return list(self._runs.values())
+
+    def _collect(self) -> None:
+        """On the loop thread, before a worker takes its queue: ship runs' partial chunks."""
+        for run in list(self._runs.values()):  # one C-level copy: no lock, never waits
+            run._collect()
 
     def _provenance(self) -> dict[str, str]:
         return provenance_tags() if self._provenance_on else {}

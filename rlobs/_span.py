@@ -7,8 +7,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._clock import _WALL_OFFSET_NS, _now_ns
-from ._events import Span
-from ._worker import fan_out
 
 if TYPE_CHECKING:
     from ._run import Run
@@ -51,9 +49,8 @@ class SpanScope:
         if run._end is not None or span_id is None:
             return
         error = None if exc is None else f"{type(exc).__name__}: {exc}"
-        event = Span(run.run_id, self._name, run._steps, self._start + _WALL_OFFSET_NS,
-                     end + _WALL_OFFSET_NS, self._attrs, span_id, self._parent, error)
-        fan_out(run._hub._span_workers, event)
+        run._add_span(self._name, self._start + _WALL_OFFSET_NS, end + _WALL_OFFSET_NS,
+                      self._attrs, span_id, self._parent, error)
 
 
 class _NullSpan(SpanScope):

@@ -1,17 +1,20 @@
 """One sink's bounded queue and worker: the hub's failure boundary.
 
-Producers (agent threads, event loops) append to a thread-safe bounded deque — a sub-µs
-operation that never crosses threads. The worker, a task on the hub's event loop, wakes
-on a short timer (the sink's ``flush_interval_s``), when the queue passes a high-water
-mark, or for lifecycle events, and hands the whole batch to the sink's hooks on a worker
-thread. Every hook call is wrapped: exceptions are logged and counted, never propagated;
-cancellation abandons a hung hook instead of waiting for it.
+A run collects its steps and spans in a chunk of its own and hands every ~256 of them to
+each sink's queue in one append (``offer_batch``), so the per-step cost does not grow
+with the number of sinks and never crosses threads. The worker, a task on the hub's event
+loop, wakes on a short timer (the sink's ``flush_interval_s``; it first collects runs'
+partial chunks), when the queue passes a high-water mark, or for lifecycle events, and
+hands the whole batch to the sink's hooks on a worker thread. Every hook call is wrapped:
+exceptions are logged and counted, never propagated; cancellation abandons a hung hook
+instead of waiting for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -85,26 +88,11 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def fan_out(workers: tuple[SinkWorker, ...], event: Step | Span) -> None:
-    """Queue a droppable event on each worker: the hot path, one call per step.
-
-    Appending never blocks unless a sink declared ``Overflow.BLOCK`` and its queue is full;
-    the worker is woken only when its queue reaches a quarter of its capacity.
-    """
-    for worker in workers:
-        buf = worker._buf
-        if len(buf) < worker._cap:
-            buf.append(event)
-            if len(buf) == worker._high:
-                worker.wake()
-        else:
-            worker._overflow(event)
-
-
 class SinkWorker:
     """Feeds one :class:`Sink` from its own bounded queue (see module docstring)."""
 
-    def __init__(self, sink: Sink, *, queue_size: int, on_state: Callable[[], None]) -> None:
+    def __init__(self, sink: Sink, *, queue_size: int, on_state: Callable[[], None],
+                 collect: Callable[[], None] = lambda: None) -> None:
         self.sink = sink
         self.name = sink.name
         self.state = SinkState.OPENING if sink.enabled else SinkState.DISABLED
@@ -118,6 +106,9 @@ class SinkWorker:
         self._block_s = sink.block_timeout_s if sink.overflow is Overflow.BLOCK else 0.0
         self._may_block = True
         self._buf: deque[Any] = deque()
+        self._queued = 0  # steps and spans in _buf (lifecycle events do not count)
+        self._mutex = threading.Lock()
+        self._collect = collect
         self._dropped_by_run: dict[str, int] = {}
         self._started: set[str] = set()
         self._busy_since: float | None = None
@@ -127,10 +118,10 @@ class SinkWorker:
         self._wake_pending = False
         self._on_state = on_state
         self.opened: Future[None] = Future()
-        self._hooks: dict[type, Callable[[Any], None]] = {
+        self._hooks: dict[type, Callable[[Any], None] | None] = {
             RunStart: sink.on_run_start,
             Step: sink.on_step,
-            Span: sink.on_span,
+            Span: sink.on_span if sink.wants_spans else None,
             RunUpdate: sink.on_run_update,
             Artifact: sink.on_artifact,
             Heartbeat: sink.on_heartbeat,
@@ -144,19 +135,48 @@ class SinkWorker:
         """Whether events offered now will be delivered (opening or available)."""
         return self.state is SinkState.OPENING or self.state is SinkState.AVAILABLE
 
-    def _overflow(self, event: Step | Span) -> None:
-        if self._block_s and self._may_block:
-            self.wake()
-            deadline = time.monotonic() + self._block_s
-            while len(self._buf) >= self._cap and time.monotonic() < deadline:
-                time.sleep(0.0002)
-            if len(self._buf) < self._cap:
-                self._buf.append(event)
-                return
-            self._may_block = False  # do not stall every step on a stuck sink
-        self.dropped += 1
-        run_id = event[0]
-        self._dropped_by_run[run_id] = self._dropped_by_run.get(run_id, 0) + 1
+    def would_block(self, n: int) -> bool:
+        """Whether offering ``n`` more events now would make the producer wait."""
+        return bool(self._block_s) and self._may_block and self._queued + n > self._cap
+
+    def offer_batch(self, batch: list[Any], run_id: str, *, block: bool = True) -> None:
+        """Queue a run's steps and spans (never mutated afterwards): the hot path's fan-out.
+
+        What does not fit is dropped and counted, unless the sink declared
+        ``Overflow.BLOCK`` and ``block`` is set: then the producer waits, bounded, for room.
+        """
+        while batch:
+            with self._mutex:
+                room = self._cap - self._queued
+                if room > 0:
+                    part = batch if room >= len(batch) else batch[:room]
+                    self._buf.append(part)
+                    self._queued += len(part)
+                    batch = batch[len(part):] if part is not batch else []
+                queued = self._queued
+            if queued >= self._high:
+                self.wake()
+            if batch and not (block and self._wait_for_room()):
+                break
+        if batch:
+            self._count_dropped(batch, run_id)
+
+    def _wait_for_room(self) -> bool:
+        if not (self._block_s and self._may_block):
+            return False
+        self.wake()
+        deadline = time.monotonic() + self._block_s
+        while self._queued >= self._cap and time.monotonic() < deadline:
+            time.sleep(0.0002)
+        if self._queued < self._cap:
+            return True
+        self._may_block = False  # do not stall every step on a stuck sink
+        return False
+
+    def _count_dropped(self, events: list[Any], run_id: str) -> None:
+        n = len(events) if self.sink.wants_spans else sum(type(e) is Step for e in events)
+        self.dropped += n
+        self._dropped_by_run[run_id] = self._dropped_by_run.get(run_id, 0) + n
 
     def offer_lifecycle(self, event: Event, *, wake: bool = True) -> None:
         """Queue an event that is never dropped (run start/end, updates, heartbeats)."""
@@ -226,7 +246,7 @@ class SinkWorker:
             dropped=self.dropped,
             errors=self.errors,
             last_error=self.last_error,
-            queued=len(self._buf),
+            queued=self._queued,
         )
 
     # ------------------------------------------------------------------ worker side
@@ -270,6 +290,7 @@ class SinkWorker:
                     await self._wake_event.wait()
             self._wake_event = anyio.Event()
             self._wake_pending = False
+            self._collect()  # runs' pending chunks, so a quiet producer's steps go out too
             batch = self._take()
             if batch and await self._in_thread(self._deliver, batch):
                 return
@@ -282,18 +303,26 @@ class SinkWorker:
             self._busy_since = None
 
     def _take(self) -> list[Any]:
+        """Up to ``_BATCH`` events off the queue, chunks flattened, in order."""
         buf = self._buf
-        n = min(len(buf), _BATCH)
-        batch = [buf.popleft() for _ in range(n)]
-        if len(buf) < self._high:
-            self._may_block = True
-        return batch
+        events: list[Any] = []
+        with self._mutex:
+            while buf and len(events) < _BATCH:
+                item = buf.popleft()
+                if type(item) is list:
+                    events += item
+                    self._queued -= len(item)
+                else:
+                    events.append(item)
+            if self._queued < self._high:
+                self._may_block = True
+        return events
 
     def _deliver(self, batch: list[Any]) -> bool:
         """Run on the worker thread: hand events to hooks. Returns True once closed."""
         hooks, started = self._hooks, self._started
         last_kind: type | None = None
-        hook: Callable[[Any], None] = self.sink.on_step
+        hook: Callable[[Any], None] | None = self.sink.on_step
         for count, event in enumerate(batch, 1):
             kind = type(event)
             if kind is _Ack:
@@ -314,6 +343,8 @@ class SinkWorker:
             if kind is not last_kind:  # runs of one kind are the norm: look up once
                 last_kind, hook = kind, hooks[kind]
                 self._hook = _HOOK_NAMES[kind]
+            if hook is None:
+                continue  # a span, for a sink that takes none
             try:
                 hook(event)
             except Exception as exc:
@@ -359,7 +390,9 @@ class SinkWorker:
 
     def _release_waiters(self) -> None:
         """Resolve every queued barrier so no caller waits on a sink that will not run."""
-        while self._buf:
-            item = self._buf.popleft()
+        with self._mutex:
+            items, self._queued = list(self._buf), 0
+            self._buf.clear()
+        for item in items:
             if type(item) is _Ack and not item.future.done():
                 item.future.set_result(None)
