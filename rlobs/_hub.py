@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from concurrent.futures import wait
 from types import TracebackType
@@ -27,6 +29,8 @@ from ._run import Run
 from ._settings import Settings
 from ._sink import Sink
 from ._worker import SinkStatus, SinkWorker
+
+_OUTBOX_LIMIT = 64  # chunks the loop may fall behind before a producer drains them
 
 
 def new_run_id() -> str:
@@ -83,6 +87,10 @@ class Hub:
         self._step_workers: tuple[SinkWorker, ...] = ()
         self._span_workers: tuple[SinkWorker, ...] = ()
         self._runs: dict[str, Run] = {}
+        self._outbox: deque[tuple[Run, list[Any]]] = deque()
+        self._ship_lock = threading.RLock()  # RLock: a signal handler may end runs mid-drain
+        self._drain_wanted = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.RLock()
         self._state = "new"
         self._portal: BlockingPortal | None = None
@@ -110,6 +118,7 @@ class Hub:
             # it); the user's code may run on any backend.
             self._portal_cm = start_blocking_portal("asyncio", name="rlobs-hub")
             self._portal = portal = self._portal_cm.__enter__()
+            self._loop = portal.call(asyncio.get_running_loop)
             for worker in self._workers:
                 portal.start_task_soon(worker.serve, self.settings.open_timeout_s)
             if self.settings.heartbeat_s > 0:
@@ -156,8 +165,10 @@ class Hub:
     def _forget_after_fork(self) -> None:
         """In a forked child the loop thread does not exist: drop everything silently."""
         self._state = "closed"
-        self._portal = self._portal_cm = None
+        self._portal = self._portal_cm = self._loop = None
         self._runs.clear()
+        self._outbox.clear()
+        self._ship_lock = threading.RLock()
 
     @property
     def closed(self) -> bool:
@@ -220,6 +231,7 @@ class Hub:
         for run in self._open_runs():
             with run._lock:
                 run._ship()
+        self._drain(block=True)
         futures = [w.barrier() for w in self._workers if w.accepting]
         _, pending = wait(futures, timeout=timeout_s or self.settings.end_timeout_s)
         return not pending
@@ -256,10 +268,16 @@ class Hub:
                 raise RlobsError(f"replay stalled: {names} took nothing for {bound:g}s")
         return end
 
-    def end_open_runs(self, status: RunStatus, error: str) -> None:
-        """End every open run of this hub with ``status`` (used by signals and exit)."""
+    def end_open_runs(self, status: RunStatus, error: str, *,
+                      lock_wait_s: float | None = None) -> None:
+        """End every open run of this hub with ``status`` (used by signals and exit).
+
+        ``lock_wait_s`` bounds the wait for each run's lock (default ``end_timeout_s``);
+        a signal handler passes a short one, as its own thread may hold a lock mid-step.
+        """
         runs = self._open_runs()
-        ends = [(run, end) for run in runs if (end := run._make_end(status, error))]
+        ends = [(run, end) for run in runs
+                if (end := run._make_end(status, error, lock_wait_s))]
         self._close_runs(ends)
 
     # ------------------------------------------------------------------ used by Run
@@ -269,9 +287,59 @@ class Hub:
             return list(self._runs.values())
 
     def _collect(self) -> None:
-        """On the loop thread, before a worker takes its queue: ship runs' partial chunks."""
+        """On the loop thread, before a worker drains: move quiet runs' chunks along too."""
         for run in list(self._runs.values()):  # one C-level copy: no lock, never waits
             run._collect()
+        self._drain(block=False)
+
+    def _hand_off(self, run: Run, batch: list[Any], *, block: bool) -> None:
+        """Take a run's chunk (its lock held); the loop moves it to the sinks' queues.
+
+        The producer only appends and, once per chunk, wakes the loop. It drains the
+        outbox itself only when the loop is ``_OUTBOX_LIMIT`` chunks behind: that is where
+        a sink declaring ``Overflow.BLOCK`` makes a fast producer wait.
+        """
+        if not self._step_workers:
+            return  # no sink takes steps
+        outbox = self._outbox
+        outbox.append((run, batch))
+        if not block:
+            return  # the loop thread itself: it drains next
+        if len(outbox) >= _OUTBOX_LIMIT:
+            self._drain(block=True)
+        elif not self._drain_wanted:
+            self._drain_wanted = True
+            try:
+                self._loop.call_soon_threadsafe(self._drain_soon)  # type: ignore[union-attr]
+            except (AttributeError, RuntimeError):  # the loop is gone: close takes over
+                self._drain_wanted = False
+
+    def _drain_soon(self) -> None:
+        self._drain_wanted = False
+        self._drain(block=False)
+
+    def _drain(self, *, block: bool) -> None:
+        """Move handed-off chunks, in order, to every live sink's queue.
+
+        With ``block`` unset (the loop thread, which must never wait) it stops at a chunk
+        that would make a ``Overflow.BLOCK`` sink wait, and leaves it for later.
+        """
+        lock = self._ship_lock
+        if not lock.acquire(blocking=block):
+            return
+        try:
+            outbox = self._outbox
+            while outbox:
+                run, batch = outbox[0]
+                workers = self._step_workers
+                if not block and any(w.would_block(len(batch)) for w in workers):
+                    return
+                outbox.popleft()
+                events = run._events(batch)
+                for worker in workers:
+                    worker.offer_batch(events, run.run_id, block=block)
+        finally:
+            lock.release()
 
     def _provenance(self) -> dict[str, str]:
         return provenance_tags() if self._provenance_on else {}

@@ -76,14 +76,16 @@ def _restore_sigterm() -> None:
     _installed = False
 
 
-def kill_open_runs(reason: str) -> None:
+def kill_open_runs(reason: str, *, lock_wait_s: float | None = None) -> None:
     """End every open run of every live hub as ``killed``."""
     for hub in list(_hubs):
-        hub.end_open_runs(RunStatus.KILLED, reason)
+        hub.end_open_runs(RunStatus.KILLED, reason, lock_wait_s=lock_wait_s)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    kill_open_runs("terminated by SIGTERM")
+    # The handler runs between two bytecodes of the main thread, maybe inside a step
+    # holding its run's lock: wait for locks only briefly.
+    kill_open_runs("terminated by SIGTERM", lock_wait_s=0.05)
     previous = _previous
     if callable(previous):
         previous(signum, frame)

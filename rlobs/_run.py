@@ -92,7 +92,9 @@ class Run:
         self.parent_id = parent.run_id if isinstance(parent, Run) else parent
         self.params = flatten_params(params)
         self.tags = clean_tags(tags)
-        self._lock = threading.RLock()
+        # A plain Lock (an RLock costs ~0.1 µs more per step); _make_end never waits on it
+        # unbounded, so a signal handler ending runs mid-step cannot deadlock.
+        self._lock = threading.Lock()
         self._started = False
         self._end: RunEnd | None = None
         self._start_ns = 0
@@ -105,7 +107,7 @@ class Run:
         self._rejected = 0
         self._late = 0
         self._span_ids = itertools.count(1)
-        self._pending: list[Step | Span] = []  # guarded by _lock; see _ship
+        self._pending: list[Any] = []  # step fields and spans; _lock; see Hub._hand_off
         self._tokens: list[contextvars.Token[Run | None]] = []
 
     # ------------------------------------------------------------------ state
@@ -174,13 +176,9 @@ class Run:
         """
         if type(reward) is not float:
             reward = self._coerce_reward(reward)
-        clean: dict[str, float] = {}
-        if metrics:
-            clean = dict(metrics)  # a copy: the caller may reuse its dict
-            for key, value in clean.items():
-                if (type(value) is not float and type(value) is not int) or type(key) is not str:
-                    clean = self._clean_metrics(metrics)
-                    break
+        # A copy (the caller may reuse its dict), checked later, off this thread where it
+        # can be: see _check_metrics.
+        clean = dict(metrics) if metrics else {}
         lock = self._lock
         lock.acquire()  # explicit acquire/release: ~0.1 µs cheaper than `with` per step
         try:
@@ -199,10 +197,9 @@ class Run:
             else:
                 ep_return = ep_len = None  # type: ignore[assignment]
             pending = self._pending
-            # tuple.__new__ skips the NamedTuple's Python-level __new__ (~0.2 µs a step).
-            pending.append(_new_tuple(Step, (self.run_id, index, reward, total, clean, done,
-                                             truncated, episode, ep_return, ep_len,
-                                             _now_ns() + _WALL_OFFSET_NS)))
+            # A step's fields as a plain tuple: the hub makes it a Step off this thread.
+            pending.append((self.run_id, index, reward, total, clean, done, truncated,
+                            episode, ep_return, ep_len, _now_ns() + _WALL_OFFSET_NS))
             if len(pending) >= _CHUNK:
                 self._ship()
         finally:
@@ -291,37 +288,56 @@ class Run:
             if len(pending) >= _CHUNK:
                 self._ship()
 
-    def _ship(self, *, block: bool = True) -> bool:
-        """Hand the pending steps and spans to every live sink's queue (``_lock`` held).
-
-        One append per sink per chunk keeps a step's cost independent of the number of
-        sinks. With ``block`` unset (the hub's loop thread, which must never wait) nothing
-        moves while a sink would make the producer wait. Returns whether it shipped.
-        """
+    def _ship(self, *, block: bool = True) -> None:
+        """Hand the pending chunk of steps and spans to the hub (``_lock`` held)."""
         batch = self._pending
-        if not batch:
-            return True
-        workers = self._hub._step_workers
-        if not block and any(w.would_block(len(batch)) for w in workers):
-            return False
-        self._pending = []
-        for worker in workers:
-            worker.offer_batch(batch, self.run_id, block=block)
-        return True
+        if batch:
+            self._pending = []
+            self._hub._hand_off(self, batch, block=block)
 
     def _collect(self) -> None:
-        """Ship pending events from the hub's loop thread, unless a producer holds the lock."""
+        """Ship a quiet run's partial chunk from the hub's loop thread, never waiting."""
         if self._pending and self._lock.acquire(blocking=False):
             try:
                 self._ship(block=False)
             finally:
                 self._lock.release()
 
-    def _make_end(self, status: RunStatus, error: str | None) -> RunEnd | None:
-        with self._lock:
+    def _events(self, batch: list[Any]) -> list[Step | Span]:
+        """A handed-off chunk as events: steps built from their fields, metrics checked.
+
+        The hub calls this when it moves a chunk to the sinks' queues — on its own loop
+        thread unless a producer is far ahead — so a step itself only copies its metrics.
+        Metrics become ``str`` → ``float``/``int`` before any sink sees them.
+        """
+        events: list[Step | Span] = []
+        append = events.append
+        for fields in batch:
+            if fields.__class__ is tuple:
+                for key, value in fields[4].items():
+                    if (type(value) is not float and type(value) is not int) \
+                            or type(key) is not str:
+                        fields = (*fields[:4], self._clean_metrics(fields[4]), *fields[5:])
+                        break
+                # tuple.__new__ skips the NamedTuple's Python-level __new__ (~0.2 µs).
+                fields = _new_tuple(Step, fields)
+            append(fields)
+        return events
+
+    def _make_end(self, status: RunStatus, error: str | None,
+                  lock_wait_s: float | None = None) -> RunEnd | None:
+        """Build the run's end once, after handing its last chunk over.
+
+        Waits at most ``lock_wait_s`` (default ``end_timeout_s``) for the run's lock, then
+        goes on without it: a signal handler may run while its own thread holds it.
+        """
+        wait_s = self._hub.settings.end_timeout_s if lock_wait_s is None else lock_wait_s
+        locked = self._lock.acquire(timeout=wait_s)
+        try:
             if not self._started or self._end is not None:
                 return None
-            self._ship()  # everything stepped before the end goes out before it
+            self._ship()  # everything stepped before the end reaches the queues before it
+            self._hub._drain(block=True)
             self._open = False
             now = wall_ns()
             dropped = {w.name: n for w in self._hub._workers
@@ -330,6 +346,9 @@ class Run:
                                (now - self._start_ns) / 1e9, error, dropped, self._rejected,
                                now)
             return self._end
+        finally:
+            if locked:
+                self._lock.release()
 
     def _heartbeat(self) -> None:
         """Called on the hub's loop thread, which must never wait for a run's lock."""
@@ -339,6 +358,7 @@ class Run:
         try:
             if locked:  # else a producer is stepping right now: the run is plainly alive
                 self._ship(block=False)
+                self._hub._drain(block=False)
             event = Heartbeat(self.run_id, self._steps, wall_ns())
             for worker in self._hub._lifecycle_workers():
                 worker.offer_lifecycle(event, wake=False)
@@ -357,6 +377,7 @@ class Run:
                 self._late += 1
                 return
             self._ship()
+            self._hub._drain(block=True)
             for worker in self._hub._lifecycle_workers():
                 worker.offer_lifecycle(event)
 
