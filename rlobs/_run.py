@@ -283,8 +283,8 @@ class Run:
             if not self._open:
                 return
             pending = self._pending
-            pending.append(Span(self.run_id, name, self._steps, start_ns, end_ns, attributes,
-                                span_id, parent_span_id, error))
+            pending.append(_new_tuple(Span, (self.run_id, name, self._steps, start_ns, end_ns,
+                                             attributes, span_id, parent_span_id, error)))
             if len(pending) >= _CHUNK:
                 self._ship()
 

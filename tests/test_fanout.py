@@ -133,3 +133,35 @@ def test_current_run_follows_with_blocks() -> None:
                 assert rlobs.current_run() is inner
             assert rlobs.current_run() is outer
         assert rlobs.current_run() is None
+
+
+def test_a_quiet_runs_steps_reach_sinks_before_it_ends() -> None:
+    """A few steps (less than a chunk) are delivered on the workers' timer, run still open."""
+    sink = RecordingSink()
+    with rlobs.Hub([sink], heartbeat_s=0) as hub, hub.run("quiet") as run:
+        for t in range(3):
+            run.step(float(t))
+        assert sink.wait_for(lambda s: len(s.of_type(Step)) == 3, timeout_s=5)
+        assert not sink.of_type(RunEnd)
+
+
+def test_a_sink_that_takes_no_spans_gets_every_step_and_no_span() -> None:
+    """Spans travel in the run's chunks; a sink that takes none skips them, steps intact."""
+    spans, plain = RecordingSink("spans"), RecordingSink("plain", wants_spans=False)
+    with rlobs.Hub([spans, plain], heartbeat_s=0) as hub, hub.run("mixed") as run:
+        _loop(run, 700)
+    assert [s.step for s in plain.of_type(Step)] == list(range(700))
+    assert not plain.of_type(Span)
+    assert len(spans.of_type(Span)) == 700
+    assert hub.status()[1].delivered == 702  # start, 700 steps, end
+
+
+def test_metrics_are_copied_at_the_call() -> None:
+    """A caller reusing one metrics dict gets each step's values as they were at the call."""
+    sink = RecordingSink()
+    metrics = {"loss": 0.0}
+    with rlobs.Hub([sink], heartbeat_s=0) as hub, hub.run("reuse") as run:
+        for t in range(300):
+            metrics["loss"] = float(t)
+            run.step(0.0, metrics)
+    assert [s.metrics["loss"] for s in sink.of_type(Step)] == [float(t) for t in range(300)]
