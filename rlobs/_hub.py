@@ -90,6 +90,7 @@ class Hub:
         self._outbox: deque[tuple[Run, list[Any]]] = deque()
         self._ship_lock = threading.RLock()  # RLock: a signal handler may end runs mid-drain
         self._drain_wanted = False
+        self._held_since: float | None = None  # when the loop first held a chunk back
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.RLock()
         self._state = "new"
@@ -321,8 +322,10 @@ class Hub:
     def _drain(self, *, block: bool) -> None:
         """Move handed-off chunks, in order, to every live sink's queue.
 
-        With ``block`` unset (the loop thread, which must never wait) it stops at a chunk
-        that would make a ``Overflow.BLOCK`` sink wait, and leaves it for later.
+        With ``block`` unset (the loop thread, which must never wait) a chunk that would
+        make a full ``Overflow.BLOCK`` sink wait is held back, but no longer than that
+        sink's ``block_timeout_s`` — what a producer would have waited — so a stuck sink
+        does not starve the others.
         """
         lock = self._ship_lock
         if not lock.acquire(blocking=block):
@@ -332,7 +335,7 @@ class Hub:
             while outbox:
                 run, batch = outbox[0]
                 workers = self._step_workers
-                if not block and any(w.would_block(len(batch)) for w in workers):
+                if not block and self._hold_back(workers, len(batch)):
                     return
                 outbox.popleft()
                 events = run._events(batch)
@@ -340,6 +343,21 @@ class Hub:
                     worker.offer_batch(events, run.run_id, block=block)
         finally:
             lock.release()
+
+    def _hold_back(self, workers: tuple[SinkWorker, ...], n: int) -> bool:
+        full = [w for w in workers if w.would_block(n)]
+        if not full:
+            self._held_since = None
+            return False
+        now = time.monotonic()
+        if self._held_since is None:
+            self._held_since = now
+        if now - self._held_since < max(w.sink.block_timeout_s for w in full):
+            return True
+        for worker in full:
+            worker.stop_blocking()
+        self._held_since = None
+        return False
 
     def _provenance(self) -> dict[str, str]:
         return provenance_tags() if self._provenance_on else {}

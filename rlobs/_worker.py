@@ -161,6 +161,10 @@ class SinkWorker:
         if batch:
             self._count_dropped(batch, run_id)
 
+    def stop_blocking(self) -> None:
+        """Drop instead of waiting until the queue drains below its high-water mark."""
+        self._may_block = False
+
     def _wait_for_room(self) -> bool:
         if not (self._block_s and self._may_block):
             return False

@@ -57,3 +57,21 @@ def test_blocking_sink_loses_nothing_when_it_keeps_up() -> None:
             run.step(float(t))
     assert len(sink.of_type(Step)) == 20_000
     assert hub.status()[0].dropped == 0
+
+
+def test_a_stuck_blocking_sink_does_not_starve_the_others() -> None:
+    """A full Overflow.BLOCK sink that is stuck holds steps back at most its bound."""
+    stuck = HangingSink("stuck", capacity=8, overflow=Overflow.BLOCK)
+    stuck.block_timeout_s = 0.3
+    healthy = RecordingSink("healthy")
+    with rlobs.Hub([stuck, healthy], heartbeat_s=0, end_timeout_s=0.5) as hub:
+        with hub.run("slow-producer") as run:
+            for _ in range(20):  # fills the stuck sink's queue, in fewer steps than a chunk
+                run.step(1.0)
+            assert stuck.entered.wait(5)
+            for _ in range(10):  # a slow producer: its steps still reach the healthy sink
+                run.step(1.0)
+            arrived = healthy.wait_for(lambda s: len(s.of_type(Step)) == 30, timeout_s=5)
+        stuck.release()
+    assert arrived
+    assert run.result is not None and run.result.dropped["stuck"] > 0
