@@ -20,8 +20,10 @@ loss). The rlobs run is checked afterwards: every step of every key exactly once
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -56,8 +58,15 @@ def start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
                 return proc, url
         except OSError:
             time.sleep(0.3)
-    proc.kill()
+    stop_server(proc)
     raise RuntimeError("mlflow server did not start")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the server's whole process group: its workers and job consumers too."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # start_new_session: its pid is the group id
+    proc.wait()
 
 
 def plain_fluent(url: str, steps: int) -> float:
@@ -186,8 +195,7 @@ def main() -> int:
             rows["e"].append(drain)
             checks.append(check)
     finally:
-        proc.kill()
-        proc.wait()
+        stop_server(proc)
         shutil.rmtree(workdir, ignore_errors=True)
     report(args, {k: statistics.median(v) for k, v in rows.items()}, checks)
     return 0 if all(c == "whole" for c in checks) else 1
