@@ -231,8 +231,7 @@ class Hub:
             return True
         for run in self._open_runs():
             with run._lock:
-                run._ship()
-        self._drain(block=True)
+                run._send_pending()
         futures = [w.barrier() for w in self._workers if w.accepting]
         _, pending = wait(futures, timeout=timeout_s or self.settings.end_timeout_s)
         return not pending

@@ -140,7 +140,7 @@ class Run:
     @property
     def active(self) -> bool:
         """Started and not ended."""
-        return self._started and self._end is None
+        return self._open
 
     # ------------------------------------------------------------------ hooks
 
@@ -177,7 +177,7 @@ class Run:
         if type(reward) is not float:
             reward = self._coerce_reward(reward)
         # A copy (the caller may reuse its dict), checked later, off this thread where it
-        # can be: see _check_metrics.
+        # can be: see _events.
         clean = dict(metrics) if metrics else {}
         lock = self._lock
         lock.acquire()  # explicit acquire/release: ~0.1 µs cheaper than `with` per step
@@ -295,6 +295,12 @@ class Run:
             self._pending = []
             self._hub._hand_off(self, batch, block=block)
 
+    def _send_pending(self, *, block: bool = True) -> None:
+        """Put everything stepped so far in the sinks' queues (``_lock`` held), so the
+        lifecycle event the caller queues next comes after it."""
+        self._ship(block=block)
+        self._hub._drain(block=block)
+
     def _collect(self) -> None:
         """Ship a quiet run's partial chunk from the hub's loop thread, never waiting."""
         if self._pending and self._lock.acquire(blocking=False):
@@ -336,8 +342,7 @@ class Run:
         try:
             if not self._started or self._end is not None:
                 return None
-            self._ship()  # everything stepped before the end reaches the queues before it
-            self._hub._drain(block=True)
+            self._send_pending()  # everything stepped before the end goes ahead of it
             self._open = False
             now = wall_ns()
             dropped = {w.name: n for w in self._hub._workers
@@ -357,8 +362,7 @@ class Run:
         locked = self._lock.acquire(blocking=False)
         try:
             if locked:  # else a producer is stepping right now: the run is plainly alive
-                self._ship(block=False)
-                self._hub._drain(block=False)
+                self._send_pending(block=False)
             event = Heartbeat(self.run_id, self._steps, wall_ns())
             for worker in self._hub._lifecycle_workers():
                 worker.offer_lifecycle(event, wake=False)
@@ -376,8 +380,7 @@ class Run:
             if not self.active:
                 self._late += 1
                 return
-            self._ship()
-            self._hub._drain(block=True)
+            self._send_pending()
             for worker in self._hub._lifecycle_workers():
                 worker.offer_lifecycle(event)
 

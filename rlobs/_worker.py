@@ -1,13 +1,13 @@
 """One sink's bounded queue and worker: the hub's failure boundary.
 
-A run collects its steps and spans in a chunk of its own and hands every ~256 of them to
-each sink's queue in one append (``offer_batch``), so the per-step cost does not grow
-with the number of sinks and never crosses threads. The worker, a task on the hub's event
-loop, wakes on a short timer (the sink's ``flush_interval_s``; it first collects runs'
-partial chunks), when the queue passes a high-water mark, or for lifecycle events, and
-hands the whole batch to the sink's hooks on a worker thread. Every hook call is wrapped:
-exceptions are logged and counted, never propagated; cancellation abandons a hung hook
-instead of waiting for it.
+A run collects its steps and spans in chunks of ~256; the hub's loop turns each chunk into
+events and puts it in every sink's queue in one append (``offer_batch``), so a step's cost
+does not grow with the number of sinks and never crosses threads. The worker, a task on
+the hub's event loop, wakes on a short timer (the sink's ``flush_interval_s``; it first
+collects runs' partial chunks), when the queue passes a high-water mark, or for lifecycle
+events, and hands the whole batch to the sink's hooks on a worker thread. Every hook call
+is wrapped: exceptions are logged and counted, never propagated; cancellation abandons a
+hung hook instead of waiting for it.
 """
 
 from __future__ import annotations
