@@ -150,3 +150,20 @@ def test_heartbeats_mark_a_live_run() -> None:
         run.step(1.0)
         assert sink.wait_for(lambda s: len(s.of_type(rlobs.Heartbeat)) >= 2, timeout_s=5)
     assert sink.of_type(rlobs.Heartbeat)[0].run_id == run.run_id
+
+
+def test_ending_runs_does_not_wait_unbounded_for_a_held_run_lock() -> None:
+    """A run whose lock is never released (a signal mid-step) still ends, within the bound."""
+    sink = RecordingSink()
+    with rlobs.Hub([sink], heartbeat_s=0) as hub:
+        run = hub.run("held").start()
+        run.step(1.0)
+        assert run._lock.acquire()  # as the interrupted step of a signal handler's thread
+        began = time.monotonic()
+        hub.end_open_runs(RunStatus.KILLED, "terminated by SIGTERM", lock_wait_s=0.1)
+        waited = time.monotonic() - began
+        run._lock.release()
+    assert waited < 5
+    (end,) = sink.of_type(RunEnd)
+    assert (end.status, end.steps) == (RunStatus.KILLED, 1)
+    assert len(sink.of_type(rlobs.Step)) == 1
