@@ -1,8 +1,10 @@
 """rlobs: an async observability hub for agent runs.
 
-An agent loop calls cheap hooks on a :class:`Run`; a :class:`Hub` fans the events out to
-independent sinks (JSONL, MLflow, OpenTelemetry, your own), each behind its own bounded
-queue and worker, and guarantees every run an end on every exit path.
+An agent loop calls cheap hooks on a :class:`Run`; a :class:`Hub` writes each run's log
+(JSONL, encoded in C off the agent's thread) and gets every sink its events — MLflow,
+OpenTelemetry and other heavy sinks from a shipper process that tails the logs, light
+ones (console, your own) from in-process workers — and guarantees every run an end on
+every exit path.
 
 ``import rlobs`` imports no sink SDK (mlflow, opentelemetry) and no torch.
 """
@@ -14,7 +16,7 @@ from ._clock import wall_ns
 from ._codec import from_dict as event_from_dict
 from ._codec import from_line as event_from_line
 from ._codec import to_dict as event_to_dict
-from ._codec import to_line as event_to_line
+from ._codec import to_text as event_to_line
 from ._events import (
     SCHEMA_VERSION,
     Artifact,
@@ -31,6 +33,7 @@ from ._exceptions import (
     ConfigError,
     ConfigWarning,
     HubClosedError,
+    InvalidRunId,
     RlobsError,
     RunFileError,
     SinkUnavailable,
@@ -43,8 +46,9 @@ from ._registry import registered_sinks, selected_names
 from ._result import log_result
 from ._run import Run, current_run
 from ._settings import env_bool, env_float, env_int
-from ._sink import Overflow, Sink, require
+from ._sink import Delivery, Overflow, Sink, require
 from ._span import SpanScope
+from ._sync import SyncReport, sync
 from ._worker import SinkStatus
 
 __all__ = [
@@ -52,10 +56,12 @@ __all__ = [
     "Artifact",
     "ConfigError",
     "ConfigWarning",
+    "Delivery",
     "Event",
     "Heartbeat",
     "Hub",
     "HubClosedError",
+    "InvalidRunId",
     "Overflow",
     "RlobsError",
     "Run",
@@ -71,6 +77,7 @@ __all__ = [
     "Span",
     "SpanScope",
     "Step",
+    "SyncReport",
     "UnknownSinkError",
     "current_run",
     "default_hub",
@@ -92,5 +99,6 @@ __all__ = [
     "require",
     "run",
     "selected_names",
+    "sync",
     "wall_ns",
 ]

@@ -30,7 +30,13 @@ class RunStatus(enum.StrEnum):
 
 
 class RunStart(NamedTuple):
-    """A run began. First line of its JSONL file; never dropped."""
+    """A run began. First line of its JSONL file; never dropped.
+
+    ``sinks`` holds what each sink recorded for shipping the run later as it would have
+    been shipped live (``{"mlflow": {"experiment": "cartpole"}}``); ``shipper`` names the
+    configuration of the shipper process that ships the run live (``None``: no sink runs
+    there).
+    """
 
     run_id: str
     name: str
@@ -38,6 +44,8 @@ class RunStart(NamedTuple):
     tags: Mapping[str, str]
     parent_id: str | None
     time_ns: int
+    sinks: Mapping[str, Any] | None = None
+    shipper: str | None = None
 
 
 class Step(NamedTuple):

@@ -9,7 +9,9 @@
      │                        optional dependency, unreachable service); the hub marks it
      │                        unavailable and carries on without it
      ├── HubClosedError       a run was asked of a hub that is closed
-     └── RunFileError         a file is not an rlobs run log
+     ├── InvalidRunId         a run id that is not a safe file name (also a ValueError)
+     └── RunFileError         a file is not an rlobs run log, or a run's log cannot be
+                              written (another live process writes that run)
 
     ConfigWarning             a bad environment value was ignored (a default is used)
 
@@ -49,8 +51,12 @@ class HubClosedError(RlobsError):
     """The hub is closed and takes no new runs."""
 
 
+class InvalidRunId(RlobsError, ValueError):
+    """A run id that is not a safe file name; raised by ``Hub.run``."""
+
+
 class RunFileError(RlobsError):
-    """The file is not an rlobs run log."""
+    """The file is not an rlobs run log, or a run's log cannot be written."""
 
 
 class ConfigWarning(UserWarning):

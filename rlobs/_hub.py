@@ -1,36 +1,46 @@
-"""The hub: owns the sinks' workers, their event loop, and every run's lifecycle."""
+"""The hub: configuration, where each sink runs, and every run's lifecycle.
+
+A hub splits its sinks in three: the run log (``jsonl``), which its :class:`Writer`
+writes itself; sinks that run in the log directory's shipper process (MLflow,
+OpenTelemetry), started through a :class:`ShipperLink`; and in-process sinks (console,
+your own), each fed by its own worker. Runs hand their chunks to the writer; the hub
+starts and ends them and answers ``status()`` — it never touches a run's internals.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import secrets
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable, Mapping
 from concurrent.futures import wait
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import anyio
 import anyio.to_thread
-from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from . import _lifecycle
-from ._events import Event, RunEnd, RunStart, RunStatus, Span
-from ._exceptions import HubClosedError, RlobsError
+from . import environment_variables as ev
+from ._daemon import ShipperLink
+from ._events import RunEnd, RunStart, RunStatus
+from ._exceptions import HubClosedError
+from ._follow import size_of
 from ._log import logger
+from ._params import redact_text
 from ._provenance import provenance_tags
-from ._reader import RunLog
 from ._registry import build_sinks, selected_names
-from ._run import Run
+from ._run import Run, RunContext, check_run_id
 from ._settings import Settings
 from ._sink import Sink
 from ._worker import SinkStatus, SinkWorker
+from ._writer import Writer
 
-_OUTBOX_LIMIT = 64  # chunks the loop may fall behind before a producer drains them
+DEFAULT_DIR = "rlobs-runs"
+_REMEMBERED = 10_000  # ended runs whose shipping flush() can still wait for
 
 
 def new_run_id() -> str:
@@ -39,19 +49,22 @@ def new_run_id() -> str:
 
 
 class Hub:
-    """Fans run events out to sinks, each behind its own bounded queue and worker.
+    """Writes run logs and fans run events out to sinks, each isolated from the others.
 
     Args:
         sinks: sink names (``"jsonl"``, ``"mlflow"``, …) and/or :class:`Sink` instances;
             ``None`` selects from the environment (``RLOBS_SINKS``).
-        end_timeout_s: bound on waiting for sinks at run end and close
+        end_timeout_s: bound on waiting for in-process sinks at run end and close
             (``RLOBS_END_TIMEOUT_S``).
-        open_timeout_s: bound on waiting for sinks to open (``RLOBS_OPEN_TIMEOUT_S``).
+        open_timeout_s: bound on waiting for in-process sinks to open
+            (``RLOBS_OPEN_TIMEOUT_S``).
         heartbeat_s: seconds between heartbeats, 0 disables (``RLOBS_HEARTBEAT_S``).
-        queue_size: default queue size per sink (``RLOBS_QUEUE_SIZE``).
+        queue_size: default queue size per in-process sink (``RLOBS_QUEUE_SIZE``).
         handle_signals: install a SIGTERM handler that ends runs as ``killed``
             (``RLOBS_HANDLE_SIGNALS``).
         provenance: add reproducibility tags (versions, host, git) to every run.
+        shipper: run the sinks that can in the log directory's shipper process
+            (``RLOBS_SHIPPER``); ``False`` keeps every sink in this process.
         env: environment to read instead of ``os.environ``.
 
     Raises:
@@ -69,33 +82,43 @@ class Hub:
         queue_size: int | None = None,
         handle_signals: bool | None = None,
         provenance: bool = True,
+        shipper: bool | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
         env = dict(os.environ if env is None else env)
         self.settings = Settings.from_env(
             env, end_timeout_s=end_timeout_s, open_timeout_s=open_timeout_s,
             heartbeat_s=heartbeat_s, queue_size=queue_size, handle_signals=handle_signals,
+            shipper=shipper,
         )
         spec = selected_names(env) if sinks is None else sinks
         self.sinks = build_sinks(spec, env)
         self._provenance_on = provenance
-        self._workers = tuple(
-            SinkWorker(s, queue_size=self.settings.queue_size, on_state=self._route,
-                       collect=self._collect)
-            for s in self.sinks
-        )
-        self._step_workers: tuple[SinkWorker, ...] = ()
-        self._span_workers: tuple[SinkWorker, ...] = ()
+        log = next((s for s in self.sinks if s.run_log), None)
+        shipped = [s for s in self.sinks if self._ships(s)]
+        local = [s for s in self.sinks if not s.run_log and s not in shipped]
+        self.log_sink = log
+        self.directory = _log_directory(log, env, bool(shipped))
+        self._writer = Writer(
+            self.directory, (), fsync=bool(getattr(log, "fsync", False)),
+            mode=int(getattr(log, "mode", 0o600)), heartbeat_s=self.settings.heartbeat_s)
+        self._workers = tuple(SinkWorker(s, queue_size=self.settings.queue_size,
+                                         log_path=self._writer.path_for) for s in local)
+        self._writer.workers = self._workers
+        self._link = ShipperLink(self.directory, shipped) \
+            if shipped and self.directory is not None else None
+        wants_spans = self.directory is not None or any(s.wants_spans for s in local)
+        self._context = RunContext(self._writer, wants_spans, self.settings.end_timeout_s,
+                                   self._describe, self._opened, self._ended)
         self._runs: dict[str, Run] = {}
-        self._outbox: deque[tuple[Run, list[Any]]] = deque()
-        self._ship_lock = threading.RLock()  # RLock: a signal handler may end runs mid-drain
-        self._drain_wanted = False
-        self._held_since: float | None = None  # when the loop first held a chunk back
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._done: dict[str, int] = {}  # ended run id → its log's size at the end
         self._lock = threading.RLock()
         self._state = "new"
-        self._portal: BlockingPortal | None = None
-        self._portal_cm: contextlib.AbstractContextManager[BlockingPortal] | None = None
+        self._pid = os.getpid()
+
+    def _ships(self, sink: Sink) -> bool:
+        return (sink.shipper and not sink.run_log and sink.enabled
+                and self.settings.shipper and sink.ship_env() is not None)
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> Hub:
@@ -105,71 +128,60 @@ class Hub:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> Hub:
-        """Start the workers and wait (bounded) for every sink to open. Idempotent.
+        """Start the in-process sinks' workers (waiting, bounded, for them to open) and
+        make sure the shipper runs. Idempotent; in a forked child it starts afresh.
 
         Raises:
             HubClosedError: the hub was closed.
         """
         with self._lock:
+            self._check_pid()
             if self._state == "started":
                 return self
             if self._state != "new":
                 raise HubClosedError("this hub is closed; build a new Hub")
-            # The hub's own loop always runs anyio's asyncio backend (the workers rely on
-            # it); the user's code may run on any backend.
-            self._portal_cm = start_blocking_portal("asyncio", name="rlobs-hub")
-            self._portal = portal = self._portal_cm.__enter__()
-            self._loop = portal.call(asyncio.get_running_loop)
             for worker in self._workers:
-                portal.start_task_soon(worker.serve, self.settings.open_timeout_s)
-            if self.settings.heartbeat_s > 0:
-                portal.start_task_soon(self._heartbeats)
-            self._route()
-            wait([w.opened for w in self._workers], timeout=self.settings.open_timeout_s + 1)
+                worker.start()
+            wait([w.opened for w in self._workers], timeout=self.settings.open_timeout_s)
+            if self._link is not None and not self._link.ensure():
+                logger.warning("sinks not shipped", reason=self._link.spawn_error)
             self._state = "started"
             _lifecycle.register(self)
         return self
 
     def close(self) -> None:
-        """End open runs as ``killed``, flush and close every sink, stop the loop.
+        """End open runs as ``killed``, close the in-process sinks, stop the writer.
 
-        Bounded by ``end_timeout_s``: a sink that hangs is abandoned. Safe to call twice.
+        Bounded by ``end_timeout_s``: an in-process sink that hangs is abandoned. The
+        shipper goes on shipping what the logs hold. Safe to call twice.
         """
         with self._lock:
+            self._check_pid()
             if self._state != "started":
                 self._state = "closed"
                 return
             self._state = "closing"
         self.end_open_runs(RunStatus.KILLED, "the hub closed while the run was open")
-        bound = self.settings.end_timeout_s
-        # Every sink gets one more bounded chance to flush and close, even one that was
-        # slow over a run's end: its close is where buffered data goes out.
         futures = {w.barrier(close=True): w for w in self._workers if w.accepting}
-        _, pending = wait(futures, timeout=bound)
+        _, pending = wait(futures, timeout=self.settings.end_timeout_s)
         for future in pending:
             logger.warning("sink abandoned at close", sink=futures[future].name,
                            timeout_s=self.settings.end_timeout_s)
-        self._stop_loop()
+        self._writer.close()
         with self._lock:
             self._state = "closed"
         _lifecycle.unregister(self)
 
-    def _stop_loop(self) -> None:
-        portal, cm = self._portal, self._portal_cm
-        self._portal = self._portal_cm = None
-        if portal is None or cm is None:
+    def _check_pid(self) -> None:
+        """In a forked child, start afresh: no run and no in-process sink of the parent's
+        (they stay with the parent; the child's own runs go to the log and the shipper)."""
+        if self._pid == os.getpid():
             return
-        with contextlib.suppress(RuntimeError):
-            portal.call(portal.stop, True)  # cancels workers stuck in a hung sink
-        cm.__exit__(None, None, None)
-
-    def _forget_after_fork(self) -> None:
-        """In a forked child the loop thread does not exist: drop everything silently."""
-        self._state = "closed"
-        self._portal = self._portal_cm = self._loop = None
+        self._pid = os.getpid()
         self._runs.clear()
-        self._outbox.clear()
-        self._ship_lock = threading.RLock()
+        self._done.clear()
+        self._workers = ()
+        self._state = "new" if self._state == "started" else self._state
 
     @property
     def closed(self) -> bool:
@@ -206,8 +218,7 @@ class Hub:
         """A new run; it starts when entered (``with``/``async with``) or on ``start()``.
 
         Args:
-            name: the run's name; its family (the part before the first ``-``, ``/`` or
-                ``:``) groups runs, e.g. into an MLflow experiment.
+            name: the run's name (a label: never used as a path).
             params: hyper-parameters; nested mappings are flattened to dotted keys.
             tags: free-form string tags.
             parent: the parent run (or its id) of a nested run, e.g. a sweep's cell.
@@ -215,210 +226,185 @@ class Hub:
 
         Raises:
             HubClosedError: the hub is closed.
+            InvalidRunId: ``run_id`` is not a safe file name.
         """
-        if self.closed:
+        if self.closed and self._pid == os.getpid():
             raise HubClosedError("this hub is closed; build a new Hub")
-        return Run(self, name, run_id=run_id or new_run_id(), params=params, tags=tags,
-                   parent=parent)
+        parent_id = parent.run_id if isinstance(parent, Run) else parent
+        if parent_id is not None:
+            check_run_id(parent_id)
+        return Run(self._context, name, run_id=run_id or new_run_id(), params=params,
+                   tags=tags, parent=parent_id)
+
+    @property
+    def log_directory(self) -> Path | None:
+        """Where run logs go (``None``: this hub writes none)."""
+        return self.directory
 
     def status(self) -> list[SinkStatus]:
-        """A cheap snapshot per sink: availability, detail and counters."""
-        return [w.status() for w in self._workers]
+        """A cheap snapshot per sink: the run log, in-process sinks, and the shipper's."""
+        out = []
+        if self.log_sink is not None:
+            out.append(self._log_status(self.log_sink.name))
+        out += [w.status() for w in self._workers]
+        if self._link is not None:
+            out += _shipper_statuses(self._link)
+        return out
+
+    def _log_status(self, name: str) -> SinkStatus:
+        lost = self._writer.lost_bytes
+        detail = f"writing to {self.directory}"
+        if lost:
+            detail += f"; the disk refused {lost} bytes"
+        return SinkStatus(name=name, enabled=True, available=True, detail=detail,
+                          delivered=self._writer.written, dropped=0, errors=int(lost > 0),
+                          last_error="write failed" if lost else None,
+                          queued=sum(len(rf.pending) for rf in self._writer.open_runs()))
 
     def flush(self, timeout_s: float | None = None) -> bool:
-        """Wait until every event queued so far reached its sink. True if all did in time."""
-        if self._state != "started":
-            return True
-        for run in self._open_runs():
-            with run._lock:
-                run._send_pending()
-        futures = [w.barrier() for w in self._workers if w.accepting]
-        _, pending = wait(futures, timeout=timeout_s or self.settings.end_timeout_s)
-        return not pending
-
-    def replay(self, log: RunLog, *, chunk: int = 8192) -> RunEnd:
-        """Re-send a recorded run to this hub's sinks unchanged (ids, steps, timestamps).
-
-        Nothing is dropped: events go out in chunks, each waiting until every sink took
-        it. A log with no recorded end (the process died) is ended ``killed``. Sinks that
-        keep remote state (MLflow) skip what they already hold, so replay is idempotent.
-
-        Returns:
-            The run's end event (the recorded one, or the one replay made).
-
-        Raises:
-            RlobsError: a sink stalled for ``max(60, end_timeout_s)`` seconds.
+        """Wait until everything recorded so far reached every sink — in-process ones,
+        and the shipper's (which may be after this hub closed). True if all did in time.
         """
-        self.start()
-        events: list[Event] = list(log.events)
-        end = log.end or _end_of_dead_run(log)
-        if log.end is None:
-            events.append(end)
-        workers = self._lifecycle_workers()
-        bound = max(60.0, self.settings.end_timeout_s)
-        for first in range(0, len(events), chunk):
-            for event in events[first:first + chunk]:
-                for worker in workers:
-                    if type(event) is not Span or worker.sink.wants_spans:
-                        worker.offer_lifecycle(event, wake=False)
-            futures = {w.barrier(): w for w in workers}
-            _, pending = wait(futures, timeout=bound)
+        self._check_pid()
+        timeout = self.settings.end_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout
+        if self._state == "started":
+            self._writer.flush()
+            futures = [w.barrier() for w in self._workers if w.accepting]
+            _, pending = wait(futures, timeout=timeout)
             if pending:
-                names = ", ".join(futures[f].name for f in pending)
-                raise RlobsError(f"replay stalled: {names} took nothing for {bound:g}s")
-        return end
+                return False
+        if self._link is None:
+            return True
+        sizes = dict(self._done)
+        for run in list(self._runs.values()):
+            if run.log_path is not None:
+                sizes[run.run_id] = size_of(run.log_path)
+        while not self._link.shipped(sizes):
+            if time.monotonic() >= deadline:
+                return False
+            if not self._link.alive():
+                self._link.ensure()
+            time.sleep(0.05)
+        return True
 
     def end_open_runs(self, status: RunStatus, error: str, *,
                       lock_wait_s: float | None = None) -> None:
         """End every open run of this hub with ``status`` (used by signals and exit).
 
-        ``lock_wait_s`` bounds the wait for each run's lock (default ``end_timeout_s``);
-        a signal handler passes a short one, as its own thread may hold a lock mid-step.
+        ``lock_wait_s`` bounds the wait for each run's locks (default ``end_timeout_s``);
+        a signal handler passes a short one, as its own thread may hold one mid-step.
         """
-        runs = self._open_runs()
-        ends = [(run, end) for run in runs
-                if (end := run._make_end(status, error, lock_wait_s))]
-        self._close_runs(ends)
-
-    # ------------------------------------------------------------------ used by Run
-
-    def _open_runs(self) -> list[Run]:
         with self._lock:
-            return list(self._runs.values())
+            self._check_pid()
+            runs = list(self._runs.values())
+        ends = [(run, end) for run in runs if (end := run.finish(status, error, lock_wait_s))]
+        for run, _ in ends:
+            self._forget(run)
+        self._await_taken([end for _, end in ends])
 
-    def _collect(self) -> None:
-        """On the loop thread, before a worker drains: move quiet runs' chunks along too."""
-        for run in list(self._runs.values()):  # one C-level copy: no lock, never waits
-            run._collect()
-        self._drain(block=False)
+    # ------------------------------------------------------------------ runs' hooks
 
-    def _hand_off(self, run: Run, batch: list[Any], *, block: bool) -> None:
-        """Take a run's chunk (its lock held); the loop moves it to the sinks' queues.
-
-        The producer only appends and, once per chunk, wakes the loop. It drains the
-        outbox itself only when the loop is ``_OUTBOX_LIMIT`` chunks behind: that is where
-        a sink declaring ``Overflow.BLOCK`` makes a fast producer wait.
-        """
-        if not self._step_workers:
-            return  # no sink takes steps
-        outbox = self._outbox
-        outbox.append((run, batch))
-        if not block:
-            return  # the loop thread itself: it drains next
-        if len(outbox) >= _OUTBOX_LIMIT:
-            self._drain(block=True)
-        elif not self._drain_wanted:
-            self._drain_wanted = True
-            try:
-                self._loop.call_soon_threadsafe(self._drain_soon)  # type: ignore[union-attr]
-            except (AttributeError, RuntimeError):  # the loop is gone: close takes over
-                self._drain_wanted = False
-
-    def _drain_soon(self) -> None:
-        self._drain_wanted = False
-        self._drain(block=False)
-
-    def _drain(self, *, block: bool) -> None:
-        """Move handed-off chunks, in order, to every live sink's queue.
-
-        With ``block`` unset (the loop thread, which must never wait) a chunk that would
-        make a full ``Overflow.BLOCK`` sink wait is held back, but no longer than that
-        sink's ``block_timeout_s`` — what a producer would have waited — so a stuck sink
-        does not starve the others.
-        """
-        lock = self._ship_lock
-        if not lock.acquire(blocking=block):
-            return
-        try:
-            outbox = self._outbox
-            while outbox:
-                run, batch = outbox[0]
-                workers = self._step_workers
-                if not block and self._hold_back(workers, len(batch)):
-                    return
-                outbox.popleft()
-                events = run._events(batch)
-                for worker in workers:
-                    worker.offer_batch(events, run.run_id, block=block)
-        finally:
-            lock.release()
-
-    def _hold_back(self, workers: tuple[SinkWorker, ...], n: int) -> bool:
-        full = [w for w in workers if w.would_block(n)]
-        if not full:
-            self._held_since = None
-            return False
-        now = time.monotonic()
-        if self._held_since is None:
-            self._held_since = now
-        if now - self._held_since < max(w.sink.block_timeout_s for w in full):
-            return True
-        for worker in full:
-            worker.stop_blocking()
-        self._held_since = None
-        return False
-
-    def _provenance(self) -> dict[str, str]:
-        return provenance_tags() if self._provenance_on else {}
-
-    def _open_run(self, run: Run, event: RunStart) -> None:
+    def _describe(self, start: RunStart) -> RunStart:
+        """A run's start as written: provenance tags, what each sink records."""
         self.start()
+        if self.closed:
+            raise HubClosedError("this hub is closed; build a new Hub")
+        tags = {**provenance_tags(), **start.tags} if self._provenance_on else start.tags
+        sinks: dict[str, Any] = {}
+        for sink in self.sinks:
+            try:
+                context = sink.start_context(start)
+            except Exception as exc:  # a plug-in's bug must not stop the run
+                logger.warning("sink start_context failed", sink=sink.name,
+                               error=redact_text(f"{type(exc).__name__}: {exc}"))
+                continue
+            if context:
+                sinks[sink.name] = dict(context)
+        digest = self._link.digest if self._link is not None else None
+        return start._replace(tags=tags, sinks=sinks or None, shipper=digest)
+
+    def _opened(self, run: Run) -> None:
         with self._lock:
-            if self.closed:
-                raise HubClosedError("this hub is closed; build a new Hub")
             self._runs[run.run_id] = run
-        for worker in self._lifecycle_workers():
-            worker.offer_lifecycle(event)
+        if self._link is not None:
+            self._link.ensure()  # a shipper that was about to exit may have missed it
 
-    def _close_runs(self, ends: list[tuple[Run, RunEnd]]) -> None:
-        """Queue each run's end to its sinks and wait, bounded, until they took it."""
-        if not ends:
-            return
-        workers = self._lifecycle_workers()
-        for _, event in ends:
-            for worker in workers:
-                worker.offer_lifecycle(event, wake=False)
-        bound = self.settings.end_timeout_s
-        futures = {w.barrier(): w for w in workers if w.stalled_for() < bound}
-        _, pending = wait(futures, timeout=bound)
-        for future in pending:
-            logger.warning("sink did not take the run end in time", sink=futures[future].name,
-                           runs=[run.name for run, _ in ends], timeout_s=bound)
+    def _ended(self, run: Run, end: RunEnd) -> None:
+        self._forget(run)
+        self._await_taken([end])
+
+    def _forget(self, run: Run) -> None:
         with self._lock:
-            for run, _ in ends:
-                self._runs.pop(run.run_id, None)
+            self._runs.pop(run.run_id, None)
+            if run.log_path is not None:
+                self._done[run.run_id] = size_of(run.log_path)
+                while len(self._done) > _REMEMBERED:
+                    del self._done[next(iter(self._done))]
 
-    def _lifecycle_workers(self) -> tuple[SinkWorker, ...]:
-        """Workers that take events now: the ones ``_route`` keeps current."""
-        return self._step_workers
-
-    def _route(self) -> None:
-        """Recompute which workers take events and spans (called on every state change)."""
-        live = tuple(w for w in self._workers if w.accepting)
-        self._step_workers = live
-        self._span_workers = tuple(w for w in live if w.sink.wants_spans)
-
-    async def _heartbeats(self) -> None:
-        while True:
-            await anyio.sleep(self.settings.heartbeat_s)
-            for run in list(self._runs.values()):
-                run._heartbeat()
+    def _await_taken(self, ends: list[RunEnd]) -> None:
+        """Wait, bounded, until the in-process sinks took these ends and say nothing of
+        those runs is pending."""
+        if not ends or not self._workers:
+            return
+        bound = self.settings.end_timeout_s
+        deadline = time.monotonic() + bound
+        live = [w for w in self._workers if w.accepting and w.stalled_for() < bound]
+        futures = {w.barrier(): w for w in live}
+        _, late = wait(futures, timeout=bound)
+        for future in late:
+            logger.warning("sink did not take the run end in time", sink=futures[future].name,
+                           runs=[e.run_id for e in ends], timeout_s=bound)
+        for worker in live:
+            for end in ends:
+                while time.monotonic() < deadline:
+                    with contextlib.suppress(Exception):
+                        if worker.sink.delivery(end.run_id).pending <= 0:
+                            break
+                    time.sleep(0.02)
 
     def __repr__(self) -> str:
-        names = ",".join(w.name for w in self._workers) or "none"
+        names = ",".join(s.name for s in self.sinks) or "none"
         return f"<Hub sinks={names} {self._state}>"
 
 
-def _end_of_dead_run(log: RunLog) -> RunEnd:
-    steps = log.steps
-    return RunEnd(
-        run_id=log.start.run_id, status=RunStatus.KILLED, steps=len(steps),
-        total_reward=steps[-1].cumulative_reward if steps else 0.0,
-        episodes=sum(1 for s in steps if s.episode_return is not None),
-        duration_s=(log.last_seen_ns - log.start.time_ns) / 1e9,
-        error="no end recorded: the process died (ended by replay)", dropped={}, rejected=0,
-        time_ns=log.last_seen_ns,
-    )
+def _log_directory(log: Sink | None, env: Mapping[str, str], shipped: bool) -> Path | None:
+    """The run log's directory: the ``jsonl`` sink's, else (the shipper needs the log as
+    its transport) ``RLOBS_JSONL_DIR``; ``None`` when no log is wanted."""
+    if log is not None:
+        return Path(getattr(log, "directory", None) or env.get(ev.RLOBS_JSONL_DIR)
+                    or DEFAULT_DIR)
+    if shipped:
+        return Path(env.get(ev.RLOBS_JSONL_DIR) or DEFAULT_DIR)
+    return None
+
+
+def _shipper_statuses(link: ShipperLink) -> list[SinkStatus]:
+    """The shipped sinks as the shipper reports them (its status file)."""
+    report = link.status() or {}
+    alive = link.alive()
+    runs = report.get("runs", {})
+    out = []
+    for sink in link.sinks:
+        entry = report.get("sinks", {}).get(sink.name, {})
+        unread = sum(r.get("sinks", {}).get(sink.name, {}).get("unread_bytes", 0)
+                     for r in runs.values())
+        lost = int(entry.get("lost", 0)) + sum(
+            r.get("sinks", {}).get(sink.name, {}).get("lost", 0) for r in runs.values()
+            if r.get("sinks", {}).get(sink.name, {}).get("state") in ("shipping", "ending"))
+        if not alive and not report:
+            detail = link.spawn_error or "shipper starting"
+        elif not alive:
+            detail = "shipper idle (exited; the next run starts it)"
+        else:
+            detail = entry.get("detail")
+        out.append(SinkStatus(
+            name=sink.name, enabled=True, available=bool(entry.get("available", alive)),
+            detail=redact_text(str(detail)) if detail else None,
+            delivered=int(entry.get("delivered", 0)), dropped=int(lost),
+            errors=int(entry.get("errors", 0)), last_error=entry.get("last_error"),
+            queued=int(unread), where="shipper"))
+    return out
 
 
 _default_lock = threading.Lock()
@@ -445,11 +431,3 @@ def run(
 ) -> Run:
     """Shortcut for ``default_hub().run(...)``: a run on the environment's sinks."""
     return default_hub().run(name, params=params, tags=tags, parent=parent, run_id=run_id)
-
-
-def _reset_default_after_fork() -> None:
-    global _default
-    _default = None
-
-
-os.register_at_fork(after_in_child=_reset_default_after_fork)

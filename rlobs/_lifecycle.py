@@ -9,8 +9,10 @@
   ends it ``killed``.
 - Interpreter exit: an ``atexit`` hook closes every live hub; runs still open end
   ``killed``. The hub's threads are daemons, so a hung sink cannot block exit.
-- fork: the child inherits no loop thread; its copies of hubs are forgotten and a new
-  default hub is built on first use.
+- fork: the child inherits no hub thread and none of the parent's open runs; its hubs
+  start afresh on first use (see ``Hub.start``) and are tracked again then.
+
+This module knows hubs only by the few methods it calls (:class:`Closable`).
 """
 
 from __future__ import annotations
@@ -21,21 +23,31 @@ import signal
 import threading
 import weakref
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ._events import RunStatus
+from ._settings import Settings
 
-if TYPE_CHECKING:
-    from ._hub import Hub
 
-_hubs: weakref.WeakSet[Hub] = weakref.WeakSet()
+class Closable(Protocol):
+    """What the exit and signal paths need of a hub."""
+
+    settings: Settings
+
+    def end_open_runs(self, status: RunStatus, error: str, *,
+                      lock_wait_s: float | None = None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+_hubs: weakref.WeakSet[Closable] = weakref.WeakSet()
 _lock = threading.Lock()
 _previous: Any = None
 _installed = False
 _atexit_registered = False
 
 
-def register(hub: Hub) -> None:
+def register(hub: Closable) -> None:
     """Track a started hub; install the exit and signal hooks on first use."""
     global _atexit_registered
     with _lock:
@@ -47,7 +59,7 @@ def register(hub: Hub) -> None:
             _install_sigterm()
 
 
-def unregister(hub: Hub) -> None:
+def unregister(hub: Closable) -> None:
     """Forget a closed hub; restore the previous SIGTERM handler once none is left."""
     with _lock:
         _hubs.discard(hub)
@@ -100,9 +112,7 @@ def _at_exit() -> None:
 
 
 def _after_fork_in_child() -> None:
-    for hub in list(_hubs):
-        hub._forget_after_fork()
-    _hubs.clear()
+    _hubs.clear()  # the SIGTERM handler stays: it ends the child's own runs
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

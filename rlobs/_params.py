@@ -32,6 +32,20 @@ def redact_uri(text: str) -> str:
     return _URI_PASSWORD.sub(rf"\1:{REDACTED}@", text)
 
 
+_SECRET_ASSIGNMENT = re.compile(
+    r"(?i)\b((?:password|passwd|pwd|secret|token|api[_-]?key|apikey|access[_-]?key"
+    r"|private[_-]?key|auth|authorization)\s*[=:]\s*)([^\s,;&'\"]+)")
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
+
+
+def redact_text(text: str) -> str:
+    """Free text (an error message, a status detail) with credentials replaced: URI
+    passwords, ``password=…``-style assignments, ``Bearer …`` tokens."""
+    text = redact_uri(text)
+    text = _SECRET_ASSIGNMENT.sub(rf"\1{REDACTED}", text)
+    return _BEARER.sub(rf"\1 {REDACTED}", text)
+
+
 def _leaf(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float):
         return value

@@ -106,6 +106,26 @@ def build_sinks(spec: Iterable[str | Sink], env: Mapping[str, str] | None = None
     return sinks
 
 
+def build_sinks_from_spec(spec: Iterable[Mapping[str, object]]) -> list[Sink]:
+    """The shipper's sinks: each ``{"name": ..., "env": {...}}`` built with ``from_env``
+    on this process's environment plus the entry's variables (which win)."""
+    sinks: list[Sink] = []
+    for entry in spec:
+        name = str(entry.get("name"))
+        extra = entry.get("env") or {}
+        env = {**os.environ, **(extra if isinstance(extra, Mapping) else {})}
+        try:
+            cls = load_sink_class(name)
+        except UnknownSinkError as exc:
+            sinks.append(BrokenSink.named(name, str(exc)))
+            continue
+        try:
+            sinks.append(cls if isinstance(cls, BrokenSink) else _construct(cls, name, env))
+        except ConfigError as exc:
+            sinks.append(BrokenSink.named(name, f"cannot configure: {exc}"))
+    return sinks
+
+
 def _construct(cls: type[Sink], name: str, env: Mapping[str, str]) -> Sink:
     try:
         return cls.from_env(env)

@@ -6,29 +6,33 @@ import contextlib
 import contextvars
 import itertools
 import math
+import os
+import re
 import threading
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from os import PathLike, fspath
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import anyio.to_thread
 
 from ._clock import _WALL_OFFSET_NS, _now_ns, wall_ns
-from ._events import Artifact, Heartbeat, RunEnd, RunStart, RunStatus, RunUpdate, Span, Step
+from ._codec import SpanLine, StepLine
+from ._events import Artifact, RunEnd, RunStart, RunStatus, RunUpdate
+from ._exceptions import InvalidRunId
 from ._log import logger
-from ._params import clean_tags, flatten_params
+from ._params import clean_tags, flatten_params, redact_text
 from ._provenance import file_sha256
-from ._span import _NULL_SPAN, SpanScope
+from ._span import NULL_SPAN, SpanScope, current_span_id
+from ._values import as_number
+from ._writer import BACKLOG, RunFile, Writer
 
-if TYPE_CHECKING:
-    from ._hub import Hub
-
-
-_new_tuple = tuple.__new__
-_CHUNK = 256  # steps and spans a run collects before handing them to the sinks' queues
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+_UNSET: Any = object()
 
 _current_run: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
     "rlobs_current_run", default=None
@@ -40,6 +44,18 @@ def current_run() -> Run | None:
     return _current_run.get()
 
 
+def check_run_id(run_id: str) -> str:
+    """``run_id`` if it is a safe file name, else a clear error.
+
+    Raises:
+        InvalidRunId: not 1–200 of ``A-Z a-z 0-9 . _ -``, starting with a letter or digit.
+    """
+    if not isinstance(run_id, str) or _SAFE_ID.fullmatch(run_id) is None:
+        raise InvalidRunId(f"run_id {run_id!r} is not a safe file name: use 1-200 letters, "
+                           "digits, '.', '_' or '-', starting with a letter or digit")
+    return run_id
+
+
 def status_for(exc: BaseException | None) -> tuple[RunStatus, str | None]:
     """The run status an exception leaving a run's block means.
 
@@ -49,7 +65,7 @@ def status_for(exc: BaseException | None) -> tuple[RunStatus, str | None]:
     """
     if exc is None:
         return RunStatus.FINISHED, None
-    text = f"{type(exc).__name__}: {exc}".rstrip(": ")
+    text = redact_text(f"{type(exc).__name__}: {exc}".rstrip(": "))
     if isinstance(exc, SystemExit):
         ok = exc.code in (0, None)
         return (RunStatus.FINISHED, None) if ok else (RunStatus.FAILED, text)
@@ -60,11 +76,23 @@ def status_for(exc: BaseException | None) -> tuple[RunStatus, str | None]:
     return RunStatus.KILLED, text
 
 
-def _number(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
+@dataclass(frozen=True, eq=False)
+class RunContext:
+    """What a run needs from its hub, handed over explicitly (it never reaches back).
+
+    - ``writer``: writes the run's log and feeds the in-process sinks.
+    - ``wants_spans``: whether any sink takes spans.
+    - ``end_timeout_s``: bound on waiting for locks and in-process sinks at the end.
+    - ``describe``: completes a run's start (provenance tags, what sinks record).
+    - ``opened`` / ``ended``: the hub's bookkeeping, called after start and end.
+    """
+
+    writer: Writer
+    wants_spans: bool
+    end_timeout_s: float
+    describe: Callable[[RunStart], RunStart]
+    opened: Callable[[Run], None]
+    ended: Callable[[Run, RunEnd], None]
 
 
 class Run:
@@ -72,43 +100,39 @@ class Run:
 
     Use it as a context manager (``with`` or ``async with``): it starts on entry and on
     exit ends ``finished``, ``failed`` (an exception) or ``killed`` (KeyboardInterrupt,
-    cancellation, a signal). Every hook is safe from any thread or task and only
-    enqueues.
+    cancellation, a signal). Every hook is safe from any thread or task, only appends,
+    and never raises into the agent loop: bad values are coerced or counted.
     """
 
-    def __init__(
-        self,
-        hub: Hub,
-        name: str,
-        *,
-        run_id: str,
-        params: Mapping[str, Any] | None,
-        tags: Mapping[str, Any] | None,
-        parent: Run | str | None,
-    ) -> None:
-        self._hub = hub
-        self.name = name
-        self.run_id = run_id
+    def __init__(self, context: RunContext, name: str, *, run_id: str,
+                 params: Mapping[str, Any] | None, tags: Mapping[str, Any] | None,
+                 parent: Run | str | None) -> None:
+        self._ctx = context
+        self.name = str(name)
+        self.run_id = check_run_id(run_id)
         self.parent_id = parent.run_id if isinstance(parent, Run) else parent
         self.params = flatten_params(params)
         self.tags = clean_tags(tags)
-        # A plain Lock (an RLock costs ~0.1 µs more per step); _make_end never waits on it
-        # unbounded, so a signal handler ending runs mid-step cannot deadlock.
+        # A plain Lock (an RLock costs ~0.1 µs more per step); every wait on it outside the
+        # hot path is bounded, so a signal handler ending runs mid-step cannot deadlock.
         self._lock = threading.Lock()
+        self._pending: list[Any] = []  # step fields and spans, until the writer takes them
+        self._file: RunFile | None = None
         self._started = False
         self._end: RunEnd | None = None
         self._start_ns = 0
         self._steps = 0
         self._total = 0.0
-        self._open = False  # started and not ended; the one flag a step reads
+        self._open = False  # started, not ended, and in the process that started it
         self._episodes = 0
         self._ep_return = 0.0
         self._ep_first = 0  # index of the current episode's first step
         self._rejected = 0
-        self._late = 0
-        self._span_ids = itertools.count(1)
-        self._pending: list[Any] = []  # step fields and spans; _lock; see Hub._hand_off
+        self._ignored = 0
+        self._count_lock = threading.Lock()
+        self._next_span_id = itertools.count(1).__next__
         self._tokens: list[contextvars.Token[Run | None]] = []
+        _runs.add(self)
 
     # ------------------------------------------------------------------ state
 
@@ -128,6 +152,17 @@ class Run:
         return self._episodes
 
     @property
+    def rejected(self) -> int:
+        """Values left out because they were not numbers (see docs/core.md)."""
+        return self._rejected
+
+    @property
+    def ignored(self) -> int:
+        """Hook calls ignored because the run was not open (before start, after end, or
+        in a forked child of the process that started it)."""
+        return self._ignored
+
+    @property
     def result(self) -> RunEnd | None:
         """The run's end event once it ended, else ``None``."""
         return self._end
@@ -135,26 +170,36 @@ class Run:
     @property
     def wants_spans(self) -> bool:
         """Whether any sink takes spans (instrumentation can skip timing when not)."""
-        return bool(self._hub._span_workers)
+        return self._ctx.wants_spans
 
     @property
     def active(self) -> bool:
         """Started and not ended."""
         return self._open
 
+    @property
+    def log_path(self) -> Path | None:
+        """The run's JSONL log (``None`` when no log is written)."""
+        return self._ctx.writer.path_for(self.run_id)
+
     # ------------------------------------------------------------------ hooks
 
     def start(self) -> Run:
-        """Start the run (``with`` does this). Starting twice is a no-op."""
+        """Start the run (``with`` does this). Starting twice is a no-op.
+
+        Raises:
+            RunFileError: the run's log cannot be written, or another live process is
+                writing a run with this id.
+        """
         with self._lock:
             if self._started:
                 return self
-            self._started = self._open = True
             self._start_ns = wall_ns()
-            tags = {**self._hub._provenance(), **self.tags}
-            event = RunStart(self.run_id, self.name, self.params, tags, self.parent_id,
-                             self._start_ns)
-            self._hub._open_run(self, event)
+            event = self._ctx.describe(RunStart(self.run_id, self.name, self.params,
+                                                self.tags, self.parent_id, self._start_ns))
+            self._file = self._ctx.writer.open(event, self._lock, self._pending, self._reject)
+            self._started = self._open = True
+        self._ctx.opened(self)
         return self
 
     def step(
@@ -165,54 +210,68 @@ class Run:
         done: bool = False,
         truncated: bool = False,
     ) -> None:
-        """Record one agent step. Non-blocking, a few µs.
+        """Record one agent step. Non-blocking, about a microsecond.
 
         Args:
-            reward: the step's reward; anything ``float()`` accepts (numpy, 0-d tensors).
-            metrics: extra scalar metrics; values that are not numbers are dropped from
-                the step, counted in ``RunEnd.rejected`` and logged once per key.
+            reward: the step's reward; anything :func:`float` reads as a number
+                (numpy scalars, 0-d tensors, ``Decimal``); otherwise NaN, counted.
+            metrics: extra scalar metrics; values that are not numbers are left out of
+                the step, counted in ``RunEnd.rejected`` and logged once per cause.
             done: the episode terminated at this step.
             truncated: the episode was cut off at this step (time limit).
         """
-        if type(reward) is not float:
+        if reward.__class__ is not float:
             reward = self._coerce_reward(reward)
-        # A copy (the caller may reuse its dict), checked later, off this thread where it
-        # can be: see _events.
-        clean = dict(metrics) if metrics else {}
-        lock = self._lock
-        lock.acquire()  # explicit acquire/release: ~0.1 µs cheaper than `with` per step
-        try:
+        if metrics:
+            try:
+                clean = dict(metrics)  # a copy: the caller may reuse its dict
+                check = sum(clean.values(), reward)  # C speed; raises for non-numbers
+            except Exception:
+                clean = self._numbers(metrics)
+                check = math.nan  # look at this chunk closely
+        else:
+            clean = {}
+            check = reward
+        with self._lock:
             if not self._open:
-                self._late += 1
+                self._ignored += 1
                 return
             index = self._steps
-            self._steps = index + 1
-            total = self._total = self._total + reward
-            ep_return = self._ep_return = self._ep_return + reward
+            total = self._total + reward
             episode = self._episodes
-            if done or truncated:
-                self._episodes = episode + 1
-                ep_len: int | None = index + 1 - self._ep_first
-                self._ep_return, self._ep_first = 0.0, index + 1
-            else:
-                ep_return = ep_len = None  # type: ignore[assignment]
+            ep_return = self._ep_return + reward
             pending = self._pending
-            # A step's fields as a plain tuple: the hub makes it a Step off this thread.
-            pending.append((self.run_id, index, reward, total, clean, done, truncated,
-                            episode, ep_return, ep_len, _now_ns() + _WALL_OFFSET_NS))
-            if len(pending) >= _CHUNK:
-                self._ship()
-        finally:
-            lock.release()
+            if done or truncated:
+                # The append is the step's commit point: a signal before it records
+                # nothing, after it the step is whole (the end counts what was appended).
+                pending.append(StepLine(self.run_id, index, reward, total, clean, bool(done),
+                                        bool(truncated), episode, ep_return,
+                                        index + 1 - self._ep_first,
+                                        _now_ns() + _WALL_OFFSET_NS, 1))
+                self._episodes = episode + 1
+                self._ep_return = 0.0
+                self._ep_first = index + 1
+            else:
+                pending.append(StepLine(self.run_id, index, reward, total, clean, False,
+                                        False, episode, None, None,
+                                        _now_ns() + _WALL_OFFSET_NS, 1))
+                self._ep_return = ep_return
+            self._steps = index + 1
+            self._total = total
+            if check - check != 0:  # NaN or infinity: the writer must look closely
+                self._file.careful = True  # type: ignore[union-attr]
+            queued = len(pending)
+        if queued >= BACKLOG:
+            self._write_backlog()
 
     def span(self, name: str, **attributes: Any) -> SpanScope:
         """Time a block as a span of the current step: ``with run.span("actor.forward"):``.
 
         When no sink wants spans this returns a shared no-op scope (tens of ns).
         """
-        if not self._hub._span_workers:
-            return _NULL_SPAN
-        return SpanScope(self, name, attributes)
+        if not self._ctx.wants_spans:
+            return NULL_SPAN
+        return SpanScope(self._next_span_id, self._add_span, name, attributes)
 
     def record_span(
         self,
@@ -222,13 +281,18 @@ class Run:
         attributes: Mapping[str, Any] | None = None,
         *,
         error: str | None = None,
-        parent_span_id: int | None = None,
+        parent_span_id: int | None = _UNSET,
     ) -> int:
-        """Record an already-timed span (times from :func:`rlobs.wall_ns`); returns its id."""
-        if not self._hub._span_workers or self._end is not None:
+        """Record an already-timed span (times from :func:`rlobs.wall_ns`); returns its id.
+
+        Its parent is the innermost span open in this context unless ``parent_span_id``
+        says otherwise (``None``: no parent).
+        """
+        if not self._ctx.wants_spans or not self._open:
             return 0
-        span_id = next(self._span_ids)
-        self._add_span(name, start_ns, end_ns, attributes or {}, span_id, parent_span_id, error)
+        parent = current_span_id() if parent_span_id is _UNSET else parent_span_id
+        span_id = self._next_span_id()
+        self._add_span(name, start_ns, end_ns, attributes or {}, span_id, parent, error)
         return span_id
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -241,22 +305,31 @@ class Run:
 
     def log_summary(self, metrics: Mapping[str, float]) -> None:
         """Record run-level (step-less) metrics, e.g. an evaluation's final scores."""
-        self._update(metrics=self._clean_metrics(metrics))
+        self._update(metrics=self._numbers(metrics))
 
     def log_artifact(self, path: str | PathLike[str], artifact_path: str | None = None) -> None:
-        """Attach a file or directory; sinks that store files copy it."""
+        """Attach a file or directory; sinks that store files copy it.
+
+        A path that does not exist is logged and counted in ``rejected``, not raised.
+        """
         resolved = Path(fspath(path)).resolve()
         if not resolved.exists():
-            raise FileNotFoundError(f"artifact not found: {resolved}")
+            self._reject("artifact", str(resolved), why="no such file")
+            return
         self._emit(Artifact(self.run_id, str(resolved), artifact_path, wall_ns()))
 
-    def log_input_hash(self, path: str | PathLike[str], name: str | None = None) -> str:
+    def log_input_hash(self, path: str | PathLike[str], name: str | None = None) -> str | None:
         """Hash a dataset file or directory (SHA-256) and tag the run with it.
 
         Returns:
-            The hex digest, also set as tag ``rlobs.input.<name>.sha256``.
+            The hex digest, also set as tag ``rlobs.input.<name>.sha256``; ``None`` (logged
+            and counted in ``rejected``) if the path cannot be read.
         """
-        digest = file_sha256(path)
+        try:
+            digest = file_sha256(path)
+        except OSError as exc:
+            self._reject("input", str(path), why=exc.strerror or str(exc))
+            return None
         label = name or Path(fspath(path)).name
         self._update(tags={f"rlobs.input.{label}.sha256": digest,
                            f"rlobs.input.{label}.path": str(Path(fspath(path)).resolve())})
@@ -264,111 +337,73 @@ class Run:
 
     def end(self, status: RunStatus | str = RunStatus.FINISHED,
             error: str | None = None) -> RunEnd | None:
-        """End the run (``with`` does this); waits, bounded, until the sinks took it.
+        """End the run (``with`` does this): its end is written and the log closed; the
+        in-process sinks get a bounded time to take it. Shipping it to the shipper's sinks
+        goes on after this returns.
 
         Ending twice is harmless and returns the first end. Returns ``None`` if the run
-        never started.
+        never started (or belongs to the process this one was forked from).
         """
-        event = self._make_end(RunStatus(status), error)
-        if event is not None:
-            self._hub._close_runs([(self, event)])
+        end = self.finish(RunStatus(status), error)
+        if end is not None:
+            self._ctx.ended(self, end)
+        return self._end
+
+    def finish(self, status: RunStatus, error: str | None,
+               lock_wait_s: float | None = None) -> RunEnd | None:
+        """Write the run's end once, without waiting for sinks to take it (the hub's
+        signal and exit paths use this; :meth:`end` is the public way).
+
+        Locks are waited for at most ``lock_wait_s`` (default ``end_timeout_s``): a
+        signal handler may run while its own thread holds one mid-step.
+        """
+        wait_s = self._ctx.end_timeout_s if lock_wait_s is None else lock_wait_s
+        locked = self._lock.acquire(timeout=wait_s)
+        try:
+            if not self._open or self._file is None:
+                return None
+            self._open = False
+        finally:
+            if locked:
+                self._lock.release()
+        self._end = self._ctx.writer.end(
+            self._file, lambda last, dropped: self._make_end(status, error, last, dropped),
+            settle_s=self._ctx.end_timeout_s, lock_wait_s=wait_s)
         return self._end
 
     # ------------------------------------------------------------------ internals
 
-    def _add_span(self, name: str, start_ns: int, end_ns: int, attributes: Mapping[str, Any],
+    def _make_end(self, status: RunStatus, error: str | None, last: StepLine | None,
+                  dropped: dict[str, int]) -> RunEnd:
+        """The end as the log says it: counts from the last step written, so a step cut
+        short by a signal is either in the log and counted, or neither."""
+        steps, total, episodes = 0, 0.0, 0
+        if last is not None:
+            steps, total = last.step + 1, last.cumulative_reward
+            episodes = last.episode + (last.episode_return is not None)
+        now = wall_ns()
+        return RunEnd(self.run_id, status, steps, total, episodes,
+                      (now - self._start_ns) / 1e9, error, dropped, self._rejected, now)
+
+    def _write_backlog(self) -> None:
+        """A loop stepping flat out writes its own backlog, in one go (no thread hand-off
+        per chunk: on one GIL that costs more than the encoding)."""
+        if self._file is not None:
+            self._ctx.writer.drain(self._file)
+
+    def _add_span(self, name: str, start_ns: int, end_ns: int, attributes: Any,
                   span_id: int, parent_span_id: int | None, error: str | None) -> None:
         """Queue a span of the current step, in order with the steps around it."""
         with self._lock:
             if not self._open:
                 return
             pending = self._pending
-            pending.append(_new_tuple(Span, (self.run_id, name, self._steps, start_ns, end_ns,
-                                             attributes, span_id, parent_span_id, error)))
-            if len(pending) >= _CHUNK:
-                self._ship()
-
-    def _ship(self, *, block: bool = True) -> None:
-        """Hand the pending chunk of steps and spans to the hub (``_lock`` held)."""
-        batch = self._pending
-        if batch:
-            self._pending = []
-            self._hub._hand_off(self, batch, block=block)
-
-    def _send_pending(self, *, block: bool = True) -> None:
-        """Put everything stepped so far in the sinks' queues (``_lock`` held), so the
-        lifecycle event the caller queues next comes after it."""
-        self._ship(block=block)
-        self._hub._drain(block=block)
-
-    def _collect(self) -> None:
-        """Ship a quiet run's partial chunk from the hub's loop thread, never waiting."""
-        if self._pending and self._lock.acquire(blocking=False):
-            try:
-                self._ship(block=False)
-            finally:
-                self._lock.release()
-
-    def _events(self, batch: list[Any]) -> list[Step | Span]:
-        """A handed-off chunk as events: steps built from their fields, metrics checked.
-
-        The hub calls this when it moves a chunk to the sinks' queues — on its own loop
-        thread unless a producer is far ahead — so a step itself only copies its metrics.
-        Metrics become ``str`` → ``float``/``int`` before any sink sees them.
-        """
-        events: list[Step | Span] = []
-        append = events.append
-        for fields in batch:
-            if fields.__class__ is tuple:
-                for key, value in fields[4].items():
-                    if (type(value) is not float and type(value) is not int) \
-                            or type(key) is not str:
-                        fields = (*fields[:4], self._clean_metrics(fields[4]), *fields[5:])
-                        break
-                # tuple.__new__ skips the NamedTuple's Python-level __new__ (~0.2 µs).
-                fields = _new_tuple(Step, fields)
-            append(fields)
-        return events
-
-    def _make_end(self, status: RunStatus, error: str | None,
-                  lock_wait_s: float | None = None) -> RunEnd | None:
-        """Build the run's end once, after handing its last chunk over.
-
-        Waits at most ``lock_wait_s`` (default ``end_timeout_s``) for the run's lock, then
-        goes on without it: a signal handler may run while its own thread holds it.
-        """
-        wait_s = self._hub.settings.end_timeout_s if lock_wait_s is None else lock_wait_s
-        locked = self._lock.acquire(timeout=wait_s)
-        try:
-            if not self._started or self._end is not None:
-                return None
-            self._send_pending()  # everything stepped before the end goes ahead of it
-            self._open = False
-            now = wall_ns()
-            dropped = {w.name: n for w in self._hub._workers
-                       if (n := w.take_dropped(self.run_id))}
-            self._end = RunEnd(self.run_id, status, self._steps, self._total, self._episodes,
-                               (now - self._start_ns) / 1e9, error, dropped, self._rejected,
-                               now)
-            return self._end
-        finally:
-            if locked:
-                self._lock.release()
-
-    def _heartbeat(self) -> None:
-        """Called on the hub's loop thread, which must never wait for a run's lock."""
-        if not self.active:
-            return
-        locked = self._lock.acquire(blocking=False)
-        try:
-            if locked:  # else a producer is stepping right now: the run is plainly alive
-                self._send_pending(block=False)
-            event = Heartbeat(self.run_id, self._steps, wall_ns())
-            for worker in self._hub._lifecycle_workers():
-                worker.offer_lifecycle(event, wake=False)
-        finally:
-            if locked:
-                self._lock.release()
+            pending.append(SpanLine(self.run_id, name, self._steps, start_ns, end_ns,
+                                    attributes, span_id, parent_span_id, error, 1))
+            self._file.careful = True  # type: ignore[union-attr]  # attributes are free-form
+            queued = len(pending)
+        if queued >= BACKLOG:
+            self._write_backlog()
 
     def _update(self, *, params: Mapping[str, Any] | None = None,
                 tags: Mapping[str, str] | None = None,
@@ -376,39 +411,50 @@ class Run:
         self._emit(RunUpdate(self.run_id, params or {}, tags or {}, metrics or {}, wall_ns()))
 
     def _emit(self, event: RunUpdate | Artifact) -> None:
-        with self._lock:
-            if not self.active:
-                self._late += 1
-                return
-            self._send_pending()
-            for worker in self._hub._lifecycle_workers():
-                worker.offer_lifecycle(event)
+        if not self._open or self._file is None:
+            self._ignored += 1
+            return
+        self._ctx.writer.emit(self._file, event)
 
     def _coerce_reward(self, reward: Any) -> float:
-        value = _number(reward)
+        value = as_number(reward)
         if value is None:
             self._reject("reward", reward)
             return math.nan
-        return value
+        return float(value)
 
-    def _clean_metrics(self, metrics: Mapping[Any, Any]) -> dict[str, float]:
+    def _numbers(self, metrics: Any) -> dict[str, float]:
+        """Metric values as floats; what is not a number is rejected and counted (a
+        ``metrics`` that is not a mapping at all counts once)."""
         clean: dict[str, float] = {}
-        for key, value in metrics.items():
-            self._coerce_metric(clean, key, value)
+        try:
+            items = list(metrics.items())
+        except Exception:
+            self._reject("metrics", metrics, why="not a mapping")
+            return clean
+        for key, value in items:
+            number = as_number(value)
+            if number is None:
+                self._reject(str(key), value)
+            else:
+                clean[str(key)] = float(number)
         return clean
 
-    def _coerce_metric(self, out: dict[str, float], key: Any, value: Any) -> None:
-        number = _number(value)
-        if number is None:
-            self._reject(str(key), value)
-        else:
-            out[str(key)] = number
+    def _reject(self, key: str, value: Any, why: str = "not a number") -> None:
+        """Count a value left out; log the 1st, 2nd, 4th, … (any thread may call this)."""
+        with self._count_lock:
+            self._rejected += 1
+            count = self._rejected
+        if count & (count - 1) == 0:
+            logger.warning("value not recorded", run=self.name, key=key, reason=why,
+                           value_type=type(value).__name__, rejected=count)
 
-    def _reject(self, key: str, value: Any) -> None:
-        self._rejected += 1
-        if self._rejected & (self._rejected - 1) == 0:
-            logger.warning("value is not a number; not recorded", run=self.name, key=key,
-                           value_type=type(value).__name__, rejected=self._rejected)
+    def _forget_after_fork(self) -> None:
+        """In a forked child: the run belongs to the parent, which goes on writing it."""
+        self._lock = threading.Lock()
+        self._pending = []
+        self._open = False
+        self._file = None
 
     # ------------------------------------------------------------------ context managers
 
@@ -443,3 +489,14 @@ class Run:
     def __repr__(self) -> str:
         state = "ended" if self._end else ("active" if self._started else "new")
         return f"<Run {self.name!r} id={self.run_id} {state} steps={self._steps}>"
+
+
+_runs: weakref.WeakSet[Run] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for run in list(_runs):
+        run._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

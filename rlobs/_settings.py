@@ -78,6 +78,7 @@ class Settings:
     heartbeat_s: float = 10.0
     queue_size: int = 65536
     handle_signals: bool = True
+    shipper: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -88,5 +89,6 @@ class Settings:
             heartbeat_s=env_float(ev.RLOBS_HEARTBEAT_S, 10.0, env=env),
             queue_size=env_int(ev.RLOBS_QUEUE_SIZE, 65536, minimum=16, env=env),
             handle_signals=env_bool(ev.RLOBS_HANDLE_SIGNALS, True, env=env),
+            shipper=env_bool(ev.RLOBS_SHIPPER, True, env=env),
         )
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,28 +1,40 @@
-"""Span scopes: ``with run.span(name):`` times a block as a span of the current step."""
+"""Span scopes: ``with run.span(name):`` times a block as a span of the current step.
+
+The innermost open span of the current context (thread or task) is the parent of every
+span recorded inside it, by a scope or by :meth:`rlobs.Run.record_span`.
+"""
 
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._clock import _WALL_OFFSET_NS, _now_ns
-
-if TYPE_CHECKING:
-    from ._run import Run
 
 _current_span: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     "rlobs_current_span", default=None
 )
 
+AddSpan = Callable[[str, int, int, Any, int, "int | None", "str | None"], None]
+"""``add(name, start_ns, end_ns, attributes, span_id, parent_span_id, error)``."""
+
+
+def current_span_id() -> int | None:
+    """The id of the innermost span open in this context, if any."""
+    return _current_span.get()
+
 
 class SpanScope:
     """Times a block as a span; ``set(**attrs)`` adds attributes before it ends."""
 
-    __slots__ = ("_attrs", "_name", "_parent", "_run", "_start", "_token")
+    __slots__ = ("_add", "_attrs", "_ids", "_name", "_parent", "_start", "_token")
 
-    def __init__(self, run: Run, name: str, attributes: dict[str, Any]) -> None:
-        self._run = run
+    def __init__(self, ids: Callable[[], int], add: AddSpan, name: str,
+                 attributes: dict[str, Any]) -> None:
+        self._ids = ids
+        self._add = add
         self._name = name
         self._attrs = attributes
         self._start = 0
@@ -35,22 +47,21 @@ class SpanScope:
 
     def __enter__(self) -> SpanScope:
         self._parent = _current_span.get()
-        self._token = _current_span.set(next(self._run._span_ids))
+        self._token = _current_span.set(self._ids())
         self._start = _now_ns()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         end = _now_ns()
-        run = self._run
         span_id = _current_span.get()
         if self._token is not None:
             _current_span.reset(self._token)
-        if run._end is not None or span_id is None:
+        if span_id is None:
             return
         error = None if exc is None else f"{type(exc).__name__}: {exc}"
-        run._add_span(self._name, self._start + _WALL_OFFSET_NS, end + _WALL_OFFSET_NS,
-                      self._attrs, span_id, self._parent, error)
+        self._add(self._name, self._start + _WALL_OFFSET_NS, end + _WALL_OFFSET_NS,
+                  self._attrs, span_id, self._parent, error)
 
 
 class _NullSpan(SpanScope):
@@ -70,4 +81,5 @@ class _NullSpan(SpanScope):
         pass
 
 
-_NULL_SPAN = _NullSpan()
+NULL_SPAN = _NullSpan()
+"""The shared no-op scope of runs whose sinks take no spans."""

@@ -38,3 +38,20 @@ RLOBS_HANDLE_SIGNALS = "RLOBS_HANDLE_SIGNALS"
 RLOBS_ACTOR_BACKEND = "RLOBS_ACTOR_BACKEND"
 """Backend of actors wrapped by :func:`rlobs.torch.instrument` when none is passed:
 ``auto``, ``script``, ``compile``, ``cudagraph`` or ``eager``. Default ``auto``."""
+
+RLOBS_JSONL_MODE = "RLOBS_JSONL_MODE"
+"""Permission bits of new run logs, in octal (the umask still applies). Default ``600``:
+a run log may hold params and command lines only its owner should read."""
+
+RLOBS_SHIPPER = "RLOBS_SHIPPER"
+"""``0`` runs every sink inside the training process instead of in the log directory's
+shipper process (for platforms that cannot start one). Default ``1``."""
+
+RLOBS_SHIPPER_LINGER_S = "RLOBS_SHIPPER_LINGER_S"
+"""Seconds the shipper keeps trying to deliver a run after its end (an unreachable or
+failing back end); then it ends the run in the sink with a tag saying what is missing
+and records it incomplete, for ``rlobs sync`` to finish. Default ``300``."""
+
+RLOBS_SHIPPER_IDLE_S = "RLOBS_SHIPPER_IDLE_S"
+"""Seconds the shipper stays once everything is shipped and no writer is alive, before
+it exits (a new run starts a new one). Default ``5``."""

@@ -1,65 +1,56 @@
-"""JSONL sink: the local record of truth, one ``<run_id>.jsonl`` file per run.
+"""JSONL: the run log, the local record of truth — one ``<run_id>.jsonl`` file per run.
+
+Selecting ``jsonl`` (the default) turns the run log on and says where it goes; the hub's
+writer writes it itself, in the training process, with a C encoder and one ``write()``
+per chunk of steps (see docs/core.md). It is also the transport of the sinks that run in
+the shipper process: when one of them is selected, the log is written even without
+``jsonl``.
 
 The first line is the run start and the last the run end; every line carries the schema
-version. Lines are written whole and handed to the OS after every batch, so a crash (even
-SIGKILL) leaves every delivered line readable and at worst one torn last line, which
-:func:`rlobs.read_run` reports instead of failing.
+version. A crash — even SIGKILL — leaves every line written more than ~50 ms earlier
+readable and at worst one torn last line, which :func:`rlobs.read_run` reports instead
+of failing (and which the shipper cuts when it ends the dead run ``killed``).
 
-It never drops at a rate a healthy disk sustains: its queue is large and it makes the
-producer wait (``Overflow.BLOCK``) rather than drop, for up to ``block_timeout_s``.
-
-Environment: ``RLOBS_JSONL_DIR`` (default ``./rlobs-runs``), ``RLOBS_JSONL_FSYNC``.
+Environment: ``RLOBS_JSONL_DIR`` (default ``./rlobs-runs``), ``RLOBS_JSONL_FSYNC``,
+``RLOBS_JSONL_MODE`` (octal permission bits, default ``600``).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO
 
-from rlobs import (
-    Artifact,
-    Heartbeat,
-    Overflow,
-    RunEnd,
-    RunStart,
-    RunUpdate,
-    Sink,
-    Span,
-    Step,
-    environment_variables,
-    event_to_line,
-)
-from rlobs._settings import env_bool
+from rlobs import ConfigWarning, Sink, env_bool, environment_variables
 
 DEFAULT_DIR = "rlobs-runs"
 
 
 class JsonlSink(Sink):
-    """Writes each run's events to ``<directory>/<run_id>.jsonl``.
+    """The run log's configuration: ``<directory>/<run_id>.jsonl`` per run.
 
     Args:
-        directory: where run files go (created if missing).
-        fsync: fsync each file when its run ends.
+        directory: where run logs go (created if missing).
+        fsync: fsync each log when its run ends (survives power loss).
+        mode: permission bits of new logs (the umask applies); default ``0o600``.
     """
 
     name = "jsonl"
-    overflow = Overflow.BLOCK
-    capacity = 1 << 18
-    block_timeout_s = 5.0
+    run_log = True
 
     def __init__(self, directory: str | os.PathLike[str] = DEFAULT_DIR, *,
-                 fsync: bool = False) -> None:
+                 fsync: bool = False, mode: int = 0o600) -> None:
         self.directory = Path(directory)
         self.fsync = fsync
-        self._files: dict[str, IO[str]] = {}
+        self.mode = mode
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> JsonlSink:
         directory = env.get(environment_variables.RLOBS_JSONL_DIR) or DEFAULT_DIR
-        return cls(directory, fsync=env_bool(environment_variables.RLOBS_JSONL_FSYNC, False,
-                                              env=env))
+        return cls(directory,
+                   fsync=env_bool(environment_variables.RLOBS_JSONL_FSYNC, False, env=env),
+                   mode=_mode(env.get(environment_variables.RLOBS_JSONL_MODE)))
 
     @classmethod
     def selected_by_default(cls, env: Mapping[str, str]) -> bool:
@@ -69,50 +60,19 @@ class JsonlSink(Sink):
         """The file a run's events go to."""
         return self.directory / f"{run_id}.jsonl"
 
-    def open(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-
-    def _write(self, run_id: str, line: str) -> None:
-        handle = self._files.get(run_id)
-        if handle is None:
-            handle = self.path_for(run_id).open("a", encoding="utf-8", buffering=1 << 16)
-            self._files[run_id] = handle
-        handle.write(line)
-
-    def on_run_start(self, event: RunStart) -> None:
-        self._write(event.run_id, event_to_line(event))
-
-    def on_step(self, event: Step) -> None:
-        self._write(event.run_id, event_to_line(event))
-
-    def on_span(self, event: Span) -> None:
-        self._write(event.run_id, event_to_line(event))
-
-    def on_run_update(self, event: RunUpdate) -> None:
-        self._write(event.run_id, event_to_line(event))
-
-    def on_artifact(self, event: Artifact) -> None:
-        self._write(event.run_id, event_to_line(event))
-
-    def on_heartbeat(self, event: Heartbeat) -> None:
-        self._write(event.run_id, event_to_line(event))
-
-    def on_run_end(self, event: RunEnd) -> None:
-        self._write(event.run_id, event_to_line(event))
-        handle = self._files.pop(event.run_id)
-        handle.flush()
-        if self.fsync:
-            os.fsync(handle.fileno())
-        handle.close()
-
-    def flush(self) -> None:
-        for handle in self._files.values():
-            handle.flush()
-
-    def close(self) -> None:
-        for handle in self._files.values():
-            handle.close()
-        self._files.clear()
-
     def detail(self) -> str | None:
         return f"writing to {self.directory}"
+
+
+def _mode(raw: str | None) -> int:
+    if not raw or not raw.strip():
+        return 0o600
+    try:
+        mode = int(raw.strip(), 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        warnings.warn(f"{environment_variables.RLOBS_JSONL_MODE}={raw!r} is not octal "
+                      "permission bits (e.g. 600); using 600", ConfigWarning, stacklevel=3)
+        return 0o600
+    return mode

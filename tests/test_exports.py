@@ -8,8 +8,8 @@ import sys
 import rlobs
 
 PUBLIC = {
-    "SCHEMA_VERSION", "Artifact", "ConfigError", "ConfigWarning", "Event", "Heartbeat", "Hub",
-    "HubClosedError", "Overflow", "RlobsError", "Run", "RunEnd", "RunFileError", "RunLog",
+    "SCHEMA_VERSION", "Artifact", "ConfigError", "ConfigWarning", "Delivery", "Event",
+    "Heartbeat", "Hub", "HubClosedError", "InvalidRunId", "SyncReport", "sync", "Overflow", "RlobsError", "Run", "RunEnd", "RunFileError", "RunLog",
     "RunStart", "RunStatus", "RunUpdate", "Sink", "SinkStatus", "SinkUnavailable", "Span",
     "SpanScope", "Step", "UnknownSinkError", "current_run", "default_hub", "env_bool",
     "env_float", "env_int", "environment_variables", "event_from_dict", "event_from_line",

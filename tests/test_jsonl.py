@@ -96,29 +96,30 @@ def test_unknown_fields_from_newer_writers_are_ignored() -> None:
     assert isinstance(event, Step) and event.reward == 1.0
 
 
-def test_replay_resends_a_recorded_run_unchanged(runs_dir: Path) -> None:
-    """`Hub.replay` delivers the recorded events as they were, in order."""
+def test_sync_resends_a_recorded_run_unchanged(runs_dir: Path) -> None:
+    """`rlobs.sync` delivers the recorded events as they were, in order."""
     from rlobs.testing import RecordingSink
 
     log = rlobs.read_run(_run(runs_dir, 20))
     sink = RecordingSink()
-    with rlobs.Hub([sink], heartbeat_s=0, provenance=False) as hub:
-        end = hub.replay(log)
-    assert end == log.end
+    report = rlobs.sync([log.path], [sink])
+    assert report.complete
     assert tuple(sink.events) == log.events
 
 
-def test_replay_of_a_dead_run_ends_it_killed(runs_dir: Path) -> None:
-    """Replaying a log with no end (SIGKILL) ends the run `killed`."""
+def test_sync_of_a_dead_run_ends_it_killed_in_the_log_and_the_sink(runs_dir: Path) -> None:
+    """A log with no end whose writer is gone (SIGKILL) is ended `killed`: in the log
+    itself, then in the sink, with the counts of the last step on disk."""
     from rlobs.testing import RecordingSink
 
     path = _run(runs_dir, 10)
     lines = path.read_text().splitlines(keepends=True)[:-1]
-    path.write_text("".join(lines))
+    path.write_text("".join(lines) + '{"type":"step","run_id":"torn')  # a torn last line
     sink = RecordingSink()
-    with rlobs.Hub([sink], heartbeat_s=0) as hub:
-        end = hub.replay(rlobs.read_run(path))
-    assert end.status is rlobs.RunStatus.KILLED and end.steps == 10
+    assert rlobs.sync([path], [sink]).complete
+    end = rlobs.read_run(path).end
+    assert end is not None and end.status is rlobs.RunStatus.KILLED and end.steps == 10
+    assert rlobs.read_run(path).torn_tail is None
     assert sink.of_type(RunEnd) == [end]
 
 

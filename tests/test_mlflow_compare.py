@@ -37,6 +37,7 @@ def logged(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory
                 for ret in returns:
                     for t in range(3):
                         run.step(ret / 3, done=(t == 2))
+    assert hub.flush(60)
     return name, runs
 
 

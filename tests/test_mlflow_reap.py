@@ -69,6 +69,7 @@ def test_register_model_sets_alias(mlflow_server: MlflowServer, tmp_path: Path) 
     with rlobs.Hub([sink], heartbeat_s=0) as hub, hub.run("reg-a") as run:
         run.step(1.0)
         run.log_artifact(model, "policy")
+    assert hub.flush(60)
     c = client(mlflow_server.url)
     mlflow_id = mlflow_run_id(run.run_id, client=c)
     assert mlflow_id == find_run(c, run.run_id).info.run_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,14 +13,19 @@ from mlflow_support import client, experiment_name, find_run, poll, steps_of
 from servers import MlflowServer
 
 import rlobs
+from sinks.jsonl import JsonlSink
 from sinks.mlflow import MlflowSink
 
 pytestmark = pytest.mark.slow
 
 
 def _hub(server: MlflowServer, **kwargs: object) -> rlobs.Hub:
-    sink = MlflowSink(server.url, experiment_name(), **kwargs)  # type: ignore[arg-type]
-    return rlobs.Hub(["jsonl", sink], heartbeat_s=0)
+    """A hub shipping to the server from the server's own log directory: the tests share
+    one shipper, as the processes of one experiment would."""
+    runs = server.workdir / "runs"
+    sink = MlflowSink(server.url, experiment_name(), jsonl_dir=runs,
+                      **kwargs)  # type: ignore[arg-type]
+    return rlobs.Hub([JsonlSink(runs), sink], heartbeat_s=0)
 
 
 def test_every_step_metric_arrives_once(mlflow_server: MlflowServer) -> None:
@@ -27,6 +33,7 @@ def test_every_step_metric_arrives_once(mlflow_server: MlflowServer) -> None:
     with _hub(mlflow_server) as hub, hub.run("agent-a") as run:
         for i in range(30):
             run.step(1.0, {"loss": 1.0 / (i + 1)})
+    assert hub.flush(60)
     c = client(mlflow_server.url)
     found = find_run(c, run.run_id)
     for key in ("step_reward", "cumulative_reward", "loss"):
@@ -39,6 +46,7 @@ def test_run_end_sets_status_and_summary(mlflow_server: MlflowServer) -> None:
     with _hub(mlflow_server) as hub, hub.run("agent-b") as run:
         for i in range(10):
             run.step(0.5, done=i == 4)
+    assert hub.flush(60)
     found = find_run(client(mlflow_server.url), run.run_id)
     assert found.info.status == "FINISHED"
     metrics = found.data.metrics
@@ -52,6 +60,7 @@ def test_failed_run_is_failed_with_error_tag(mlflow_server: MlflowServer) -> Non
     with _hub(mlflow_server) as hub, pytest.raises(ValueError), hub.run("agent-c") as run:
         run.step(1.0)
         raise ValueError("diverged")
+    assert hub.flush(60)
     found = find_run(client(mlflow_server.url), run.run_id)
     assert found.info.status == "FAILED"
     assert "diverged" in found.data.tags["rlobs.error"]
@@ -62,6 +71,7 @@ def test_params_flattened_encoded_and_sanitised(mlflow_server: MlflowServer) -> 
     params = {"opt": {"lr": 3e-4}, "layers": [256, 256], "odd key!": "x" * 7000}
     with _hub(mlflow_server) as hub, hub.run("agent-d", params=params) as run:
         run.step(1.0)
+    assert hub.flush(60)
     found = find_run(client(mlflow_server.url), run.run_id)
     assert found.data.params["opt.lr"] == "0.0003"
     assert found.data.params["layers"] == "[256, 256]"
@@ -74,6 +84,7 @@ def test_provenance_and_user_tags(mlflow_server: MlflowServer) -> None:
     """User tags, the rlobs id and provenance (versions, host, command) are tags."""
     with _hub(mlflow_server) as hub, hub.run("agent-e", tags={"team": "rl"}) as run:
         run.step(1.0)
+    assert hub.flush(60)
     tags = find_run(client(mlflow_server.url), run.run_id).data.tags
     assert tags["team"] == "rl" and tags["rlobs.run_id"] == run.run_id
     assert {"rlobs.version", "rlobs.python", "rlobs.host", "rlobs.cmd",
@@ -86,6 +97,7 @@ def test_input_hash_is_a_tag(mlflow_server: MlflowServer, tmp_path: Path) -> Non
     data.write_text("a,b\n1,2\n")
     with _hub(mlflow_server) as hub, hub.run("agent-f") as run:
         digest = run.log_input_hash(data)
+    assert hub.flush(60)
     tags = find_run(client(mlflow_server.url), run.run_id).data.tags
     assert tags["rlobs.input.data.csv.sha256"] == digest
 
@@ -96,6 +108,7 @@ def test_nonfinite_values_are_counted_not_sent(mlflow_server: MlflowServer) -> N
     with _hub(mlflow_server) as hub, hub.run("agent-g") as run:
         for value in values:
             run.step(0.0, {"q": value})
+    assert hub.flush(60)
     c = client(mlflow_server.url)
     found = find_run(c, run.run_id)
     assert [m.value for m in sorted(c.get_metric_history(found.info.run_id, "q"),
@@ -109,6 +122,7 @@ def test_child_run_has_parent_run_id(mlflow_server: MlflowServer) -> None:
     hub = _hub(mlflow_server)
     with hub, hub.run("sweep-1") as parent, hub.run("sweep-1-cell", parent=parent) as child:
         child.step(1.0)
+    assert hub.flush(60)
     c = client(mlflow_server.url)
     parent_run = find_run(c, parent.run_id)
     assert find_run(c, child.run_id).data.tags["mlflow.parentRunId"] == parent_run.info.run_id
@@ -129,6 +143,7 @@ def test_child_created_before_its_parent_is_nested_at_its_end(
         parent_hub = rlobs.Hub([MlflowSink(mlflow_server.url, experiment)], heartbeat_s=0)
         with parent_hub, parent_hub.run("sweep", run_id=parent_id):
             assert poll(lambda: find_run(c, parent_id))
+    assert child_hub.flush(60)
     parent_run = find_run(c, parent_id)
     assert find_run(c, child.run_id).data.tags["mlflow.parentRunId"] == parent_run.info.run_id
 
@@ -140,6 +155,7 @@ def test_artifacts_and_run_log_uploaded(mlflow_server: MlflowServer, tmp_path: P
     with _hub(mlflow_server) as hub, hub.run("agent-h") as run:
         run.step(1.0)
         run.log_artifact(report, "reports")
+    assert hub.flush(60)
     c = client(mlflow_server.url)
     mlflow_id = find_run(c, run.run_id).info.run_id
     assert [a.path for a in c.list_artifacts(mlflow_id, "reports")] == ["reports/report.txt"]
@@ -154,6 +170,7 @@ def test_summary_and_late_params(mlflow_server: MlflowServer) -> None:
         run.log_summary({"eval.return": 7.5})
         run.log_params({"seed": 3})
         run.set_tags({"phase": "eval"})
+    assert hub.flush(60)
     found = find_run(client(mlflow_server.url), run.run_id)
     assert found.data.metrics["eval.return"] == 7.5
     assert found.data.params["seed"] == "3" and found.data.tags["phase"] == "eval"
@@ -165,6 +182,7 @@ def test_span_percentiles_not_one_metric_per_call(mlflow_server: MlflowServer) -
         for i in range(20):
             run.record_span("actor", 0, (i + 1) * 1_000_000)
             run.step(1.0)
+    assert hub.flush(60)
     c = client(mlflow_server.url)
     found = find_run(c, run.run_id)
     assert found.data.metrics["span.actor.run.count"] == 20.0
@@ -178,22 +196,24 @@ def test_downsample_every_n_keeps_episodes_full(mlflow_server: MlflowServer) -> 
     with _hub(mlflow_server, downsample="every:5") as hub, hub.run("agent-k") as run:
         for i in range(12):
             run.step(1.0, done=i % 3 == 2)
+    assert hub.flush(60)
     c = client(mlflow_server.url)
     mlflow_id = find_run(c, run.run_id).info.run_id
     assert steps_of(c, mlflow_id, "step_reward") == [0, 5, 10, 11]
     assert steps_of(c, mlflow_id, "episode_return") == [2, 5, 8, 11]
 
 
-def test_replay_of_a_complete_run_adds_nothing(mlflow_server: MlflowServer,
-                                               runs_dir: Path) -> None:
-    """Replaying a run MLflow already holds duplicates no value."""
-    sink_exp = experiment_name()
-    hub = rlobs.Hub(["jsonl", MlflowSink(mlflow_server.url, sink_exp)], heartbeat_s=0)
+def test_sync_of_a_complete_run_adds_nothing(mlflow_server: MlflowServer) -> None:
+    """Syncing a run MLflow already holds (forced past its delivery record) duplicates no
+    value, and finds the run whatever experiment the syncing sink is set to."""
+    hub = _hub(mlflow_server)
     with hub, hub.run("agent-l") as run:
         for _ in range(15):
             run.step(1.0, {"m": 2.0})
-    with rlobs.Hub([MlflowSink(mlflow_server.url, sink_exp)], heartbeat_s=0) as hub:
-        hub.replay(rlobs.read_run(runs_dir / f"{run.run_id}.jsonl"))
+    assert hub.flush(60)
+    other = MlflowSink(mlflow_server.url, experiment_name())
+    assert run.log_path is not None
+    assert rlobs.sync([run.log_path], [other], force=True).complete
     c = client(mlflow_server.url)
     found = find_run(c, run.run_id)
     assert steps_of(c, found.info.run_id, "m") == list(range(15))
@@ -206,8 +226,11 @@ def test_status_detail_names_server_and_counts(mlflow_server: MlflowServer) -> N
     with _hub(mlflow_server) as hub:
         with hub.run("agent-m") as run:
             run.step(1.0)
-        detail = next(s for s in hub.status() if s.name == "mlflow").detail
-    assert detail is not None and mlflow_server.url in detail and "values sent" in detail
+        assert hub.flush(60)
+        status = next(s for s in hub.status() if s.name == "mlflow")
+    assert status.where == "shipper" and status.available
+    assert status.detail is not None and mlflow_server.url in status.detail
+    assert "values sent" in status.detail
 
 
 def test_embedded_default_store_and_ui_hint(runs_dir: Path) -> None:
@@ -215,6 +238,7 @@ def test_embedded_default_store_and_ui_hint(runs_dir: Path) -> None:
     sink = MlflowSink(experiment="embedded")
     with rlobs.Hub(["jsonl", sink], heartbeat_s=0) as hub, hub.run("emb") as run:
         run.step(1.0)
+    assert hub.flush(60)
     uri = f"sqlite:///{runs_dir.resolve() / 'mlflow.db'}"
     assert sink.viewer_hint() == f"mlflow ui --backend-store-uri {uri}"
     found = find_run(client(uri), run.run_id)
@@ -250,16 +274,23 @@ def test_import_does_not_import_mlflow() -> None:
     assert out.strip() == "False"
 
 
-def test_mlflow_missing_is_reported_with_install_hint() -> None:
-    """Without mlflow the sink is unavailable with the pip hint; the run still works."""
-    out = _python(
-        "import sys; sys.modules['mlflow'] = None\n"
+def test_mlflow_missing_is_reported_with_install_hint(tmp_path: Path, runs_dir: Path) -> None:
+    """Without mlflow — here and in the shipper — the sink is reported unavailable with
+    the pip hint, and the run itself is unaffected."""
+    fake = tmp_path / "no-mlflow" / "mlflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named mlflow')\n")
+    code = (
         "import rlobs\n"
-        "with rlobs.Hub(['mlflow'], heartbeat_s=0) as hub:\n"
+        "with rlobs.Hub(['jsonl', 'mlflow'], heartbeat_s=0) as hub:\n"
         "    with hub.run('x') as run:\n"
         "        run.step(1.0)\n"
-        "    s = hub.status()[0]\n"
+        "hub.flush(30)\n"
+        "s = [s for s in hub.status() if s.name == 'mlflow'][0]\n"
         "print(s.available, s.detail, run.result.status)\n")
-    last = out.strip().splitlines()[-1]
+    env = {**os.environ, "PYTHONPATH": str(fake.parent), "RLOBS_JSONL_DIR": str(runs_dir)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True, env=env)
+    last = done.stdout.strip().splitlines()[-1]
     assert last.startswith("False mlflow is not installed: pip install \"rlobs[mlflow]\"")
     assert last.endswith("finished")

@@ -308,8 +308,8 @@ def test_metrics_count_steps_without_run_ids() -> None:
                                               "rlobs.span.name": "actor.forward"}
 
 
-def test_replay_rebuilds_the_trace_with_recorded_times(runs_dir: Path) -> None:
-    """Replaying a JSONL log to the sink gives spans with the log's times, not replay's."""
+def test_sync_rebuilds_the_trace_with_recorded_times(runs_dir: Path) -> None:
+    """Syncing a JSONL log to the sink gives spans with the log's times, not the sync's."""
     with rlobs.Hub(["jsonl"], heartbeat_s=0, provenance=False) as hub, \
             hub.run("recorded") as run:
         for _ in range(2):
@@ -318,8 +318,7 @@ def test_replay_rebuilds_the_trace_with_recorded_times(runs_dir: Path) -> None:
             run.step(1.0)
     log = rlobs.read_run(runs_dir / f"{run.run_id}.jsonl")
     traced = Traced()
-    traced.hub.replay(log)
-    traced.hub.close()
+    assert rlobs.sync([log.path], [traced.sink]).complete
     assert traced.named("step 1").end_time == log.steps[1].time_ns
     assert traced.named("invoke_agent recorded").start_time == log.start.time_ns
     assert sorted(s.start_time for s in traced.spans() if s.name == "actor.forward") == \

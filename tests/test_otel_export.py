@@ -10,6 +10,7 @@ import pytest
 from servers import MlflowServer, free_port
 
 import rlobs
+from rlobs._records import deliveries
 from rlobs import RunStart, Span, Step
 from rlobs.testing import RecordingSink
 from sinks.otel import OtelSink
@@ -116,11 +117,14 @@ def test_unreachable_endpoint_leaves_the_run_alone(runs_dir: Path) -> None:
                 with run.span("actor.forward"):
                     pass
                 run.step(1.0)
+        assert hub.flush(60)  # the shipper gave up on the spans, and says so
         status = {s.name: s for s in hub.status()}
     assert run.result is not None and run.result.completed
     log = rlobs.read_run(runs_dir / f"{run.run_id}.jsonl")
     assert len(log.steps) == 50 and log.end is not None
     otel = status["otel"]
-    assert otel.available and otel.errors == 0
+    assert otel.available and otel.errors == 0 and otel.dropped > 0
     assert otel.detail is not None and "export failing" in otel.detail
     assert "cannot connect to 127.0.0.1" in otel.detail, otel.detail
+    record = deliveries(runs_dir, run.run_id)["otel"]
+    assert record["state"] == "incomplete" and record["lost"] > 0

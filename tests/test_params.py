@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 import rlobs
@@ -66,11 +68,12 @@ def test_provenance_tags_are_added_without_importing_anything() -> None:
 
 
 def test_bad_metric_values_are_rejected_and_counted() -> None:
-    """Non-numeric metrics are dropped from the step and counted; numeric-likes coerce."""
+    """Values that are not numbers (strings, None) are left out and counted; bools and
+    non-string keys coerce."""
     sink = RecordingSink()
     with rlobs.Hub([sink], heartbeat_s=0) as hub, hub.run("coerce") as run:
         run.step("1.5", {"ok": True, "text": "high", 3: 2.0, "none": None})  # type: ignore[arg-type,dict-item]
     (step,) = sink.of_type(rlobs.Step)
-    assert step.reward == 1.5
+    assert math.isnan(step.reward)
     assert step.metrics == {"ok": 1.0, "3": 2.0}
-    assert sink.of_type(rlobs.RunEnd)[0].rejected == 2
+    assert sink.of_type(rlobs.RunEnd)[0].rejected == 3

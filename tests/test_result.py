@@ -27,6 +27,7 @@ def test_numbers_are_summaries_and_text_is_tags(tmp_path: Path) -> None:
     sink = RecordingSink()
     with rlobs.Hub([sink], heartbeat_s=0) as hub:
         run = _log(hub, tmp_path)
+    assert hub.flush(60)
     start = sink.of_type(rlobs.RunStart)[0]
     updates = sink.of_type(rlobs.RunUpdate)
     assert start.params == {"window": 20} and start.tags["result.verdict"] == "keep"
@@ -39,6 +40,7 @@ def test_curves_and_tables_become_csv_and_png_artifacts(tmp_path: Path) -> None:
     sink = RecordingSink()
     with rlobs.Hub([sink], heartbeat_s=0) as hub:
         _log(hub, tmp_path)
+    assert hub.flush(60)
     names = sorted(Path(a.path).name for a in sink.of_type(rlobs.Artifact))
     assert names == ["equity.csv", "equity.png", "trades.csv"]
     assert (tmp_path / "files" / "equity.csv").read_text().splitlines() == [
@@ -51,6 +53,7 @@ def test_uneven_curve_columns_are_rejected(tmp_path: Path) -> None:
     with rlobs.Hub([RecordingSink()], heartbeat_s=0) as hub, pytest.raises(ValueError):
         rlobs.log_result("bad", hub=hub, results={}, curves={"c": {"x": [1, 2], "y": [1]}},
                          directory=tmp_path)
+    assert hub.flush(60)
 
 
 @pytest.mark.slow
@@ -59,6 +62,7 @@ def test_result_in_mlflow(mlflow_server: MlflowServer, tmp_path: Path) -> None:
     sink = MlflowSink(mlflow_server.url, experiment_name())
     with rlobs.Hub([sink], heartbeat_s=0) as hub:
         run = _log(hub, tmp_path)
+    assert hub.flush(60)
     c = client(mlflow_server.url)
     found = find_run(c, run.run_id)
     assert found.data.metrics["sharpe"] == 1.5 and found.data.tags["result.verdict"] == "keep"

@@ -53,6 +53,12 @@ class Downsample:
             pass
         raise ConfigError(f"downsample {text!r}: use 'every:N' (N >= 1) or 'window:SECONDS'")
 
+    def text(self) -> str:
+        """The text form :meth:`parse` reads back (empty for every step)."""
+        if self.window_s > 0:
+            return f"window:{self.window_s!r}"
+        return "" if self.every == 1 else f"every:{self.every}"
+
 
 class StepPoints:
     """Converts one run's steps to points, applying the downsampling and NaN policy."""

@@ -1,43 +1,90 @@
-"""Which MLflow failures are worth retrying, and the backoff between tries."""
+"""What an MLflow failure means, and the backoff between tries.
+
+Three kinds (:func:`classify`):
+
+- ``OUTAGE`` — the server cannot be reached (connection refused or reset, a timeout, a
+  locked SQLite store): nothing was done; everything stays buffered and the sender probes
+  at most :data:`OUTAGE_PROBE_S` apart, so a restarted server is noticed within a second.
+- ``RETRY`` — the server answered 429 or 5xx: the request may succeed if sent again, a
+  bounded number of times (:data:`MAX_ATTEMPTS`); then it counts as a rejection. A server
+  that keeps failing one request never blocks a run's end.
+- ``REJECT`` — any other answer (400 and other 4xx): the request is dropped — bisected
+  first when it carries many values, so one bad key loses only itself — and what it
+  carried is counted as lost.
+"""
 
 from __future__ import annotations
 
 import random
+import re
 import time
 
-_TRANSIENT_CODES = frozenset({
+OUTAGE = "outage"
+RETRY = "retry"
+REJECT = "reject"
+
+MAX_ATTEMPTS = 3
+"""Tries of one request the server answers with 429 or 5xx before it counts as rejected."""
+OUTAGE_PROBE_S = 1.0
+"""Longest wait between tries while the server cannot be reached."""
+
+_RETRY_CODES = frozenset({
     "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED",
     "WORKSPACE_TEMPORARILY_UNAVAILABLE",
 })
-_TRANSIENT_HTTP = frozenset({429, 502, 503, 504})
+_OUTAGE_NAMES = frozenset({"ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout",
+                           "ConnectionRefusedError", "ConnectionResetError",
+                           "RemoteDisconnected", "ProtocolError", "MaxRetryError"})
+_CODE_IN_TEXT = re.compile(r"(?:error code|status code|status)\s*:?\s*(\d{3})")
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Whether ``exc`` says "try again later": unreachable server, 429/5xx, locked store.
-
-    A connection failure surfaces from MLflow as ``MlflowException("API request to … failed
-    with exception …")`` (code INTERNAL_ERROR); a 500 with a proper error body does not
-    count (it would fail again), except when the backend store says it is locked or gone.
-    """
-    if isinstance(exc, ConnectionError | TimeoutError):
-        return True
-    code = getattr(exc, "error_code", None)
-    if code in _TRANSIENT_CODES:
-        return True
-    status = getattr(exc, "get_http_status_code", None)
-    if callable(status) and status() in _TRANSIENT_HTTP:
-        return True
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status an MLflow or requests error carries, if any."""
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    if isinstance(status, int):
+        return status
     text = str(exc)
-    if "API request to" in text and ("failed with exception" in text or "timeout" in text):
-        return True
-    if "failed with error code 5" in text or "database is locked" in text:
-        return True
+    found = _CODE_IN_TEXT.search(text)
+    if found and "API request to" in text:
+        return int(found.group(1))
+    getter = getattr(exc, "get_http_status_code", None)
+    if callable(getter) and getattr(exc, "error_code", None) != "INTERNAL_ERROR":
+        try:
+            value = getter()
+        except Exception:
+            return None
+        return value if isinstance(value, int) else None
+    return None
+
+
+def classify(exc: BaseException) -> str:
+    """:data:`OUTAGE`, :data:`RETRY` or :data:`REJECT` (see the module docstring)."""
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return OUTAGE
+    text = str(exc)
+    if "database is locked" in text or "could not connect to server" in text \
+            or "Connection refused" in text:
+        return OUTAGE
     name = type(exc).__name__
-    return name in ("ConnectionError", "OperationalError", "Timeout", "ReadTimeout")
+    cause = exc.__cause__ or exc.__context__
+    if name in _OUTAGE_NAMES or (cause is not None and type(cause).__name__ in _OUTAGE_NAMES):
+        return OUTAGE
+    if "API request to" in text and ("failed with exception" in text or "timeout" in text
+                                     or "Max retries exceeded" in text):
+        return OUTAGE
+    if getattr(exc, "error_code", None) in _RETRY_CODES:
+        return RETRY
+    status = http_status(exc)
+    if status is not None and (status == 429 or status >= 500):
+        return RETRY
+    if name == "OperationalError":
+        return OUTAGE  # a SQL store that went away
+    return REJECT
 
 
 class Backoff:
-    """Exponential backoff with jitter: 0.25 s doubling to ``cap_s``; reset on success."""
+    """Exponential backoff with jitter, 0.25 s doubling to a cap; reset on success."""
 
     def __init__(self, first_s: float = 0.25, cap_s: float = 30.0) -> None:
         self.first_s = first_s
@@ -47,14 +94,15 @@ class Backoff:
         self.down_since: float | None = None
         self.last_error: str | None = None
 
-    def failed(self, exc: BaseException) -> float:
-        """Record a transient failure; returns the delay before the next try."""
+    def failed(self, exc: BaseException, *, cap_s: float | None = None) -> float:
+        """Record a failure; returns the delay before the next try."""
         self.failures += 1
         now = time.monotonic()
         if self.down_since is None:
             self.down_since = now
-        delay = min(self.cap_s, self.first_s * 2.0 ** min(self.failures - 1, 16))
-        delay *= random.uniform(0.8, 1.2)
+        cap = self.cap_s if cap_s is None else min(cap_s, self.cap_s)
+        delay = min(cap, self.first_s * 2.0 ** min(self.failures - 1, 16))
+        delay *= random.uniform(0.8, 1.0)
         self.retry_at = now + delay
         self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
         return delay

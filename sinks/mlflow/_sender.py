@@ -1,11 +1,13 @@
-"""The sender: one thread that moves buffered data to MLflow, retrying through outages.
+"""The sender: one thread that moves buffered data to MLflow, through outages and errors.
 
-The sink's hooks (on the hub's worker thread) only convert events and append them here;
-this thread does every request. Converting the next batch while the previous request is
-in flight is the pipelining that pays on a one-worker server; one sender keeps each
-metric's values in step order. Failures that may pass (unreachable server, 429, 5xx) are
-retried with exponential backoff, everything stays buffered (bounded, counted); other
-failures drop the one request that caused them, counted and logged.
+The sink's hooks only convert events and append here; this thread does every request,
+one run's unit of work at a time (create or resume the run, params and tags, metric
+batches, artifacts, then the log and the status), so each metric keeps step order and
+the next batch is converted while one is in flight. Failures are classified
+(:mod:`._retry`): an outage keeps everything buffered and is probed every second; a
+429/5xx is retried a few times; a rejection drops only that request — bisected first so
+one bad value loses only itself — and counts what it carried. Every value a run lost is
+counted on the run (:meth:`Sender.delivery`) and named in its ``rlobs.missing`` tag.
 """
 
 from __future__ import annotations
@@ -13,21 +15,25 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from rlobs import RunEnd, RunStart
+from rlobs import Delivery, RunEnd, RunStart, redact_uri
 from rlobs._log import logger
 
 from ._aggregate import Point
-from ._mapping import MAX_METRICS_PER_BATCH, chunk_items
-from ._retry import Backoff, is_transient
+from ._mapping import MAX_METRICS_PER_BATCH, MAX_TAG_VALUE, chunk_items, truncate
+from ._retry import MAX_ATTEMPTS, OUTAGE, OUTAGE_PROBE_S, REJECT, RETRY, Backoff, classify
 from ._store import GAPS_TAG, HEARTBEAT_TAG, RUN_ID_TAG, Skip, Store
 
 _SCAN = 50_000  # points examined per request when resuming skips most of them
 _STATUS = {"finished": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
+MISSING_TAG = "rlobs.missing"
+"""Set on a run ended with data that never reached MLflow: what is missing and why."""
+_FINISHED_KEPT = 10_000
 
 
 @dataclass(eq=False)
@@ -40,6 +46,8 @@ class RunState:
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     artifacts: deque[tuple[str, str | None]] = field(default_factory=deque)
+    retry_items: deque[list[tuple[str, str, str]]] = field(default_factory=deque)
+    retry_points: deque[list[Point]] = field(default_factory=deque)
     end: RunEnd | None = None
     log_path: Path | None = None
     mlflow_id: str | None = None
@@ -47,11 +55,32 @@ class RunState:
     unsure: bool = False  # a metrics request failed in flight: it may have landed
     log_uploaded: bool = False
     orphan_of: str | None = None  # rlobs id of a parent not yet in MLflow at creation
-    done: threading.Event = field(default_factory=threading.Event)
+    attempts: int = 0  # 429/5xx answers to the current request
+    lost: int = 0
+    why: dict[str, int] = field(default_factory=dict)  # reason → values lost
+    abandoned: str | None = None
 
     def has_work(self) -> bool:
-        return (self.mlflow_id is None or bool(self.points or self.params or self.tags
-                or self.artifacts) or self.end is not None)
+        return (self.mlflow_id is None or bool(
+            self.points or self.params or self.tags or self.artifacts or self.retry_items
+            or self.retry_points) or self.end is not None)
+
+    def pending(self) -> int:
+        """Values and requests not in MLflow yet (the end counts one)."""
+        return (len(self.points) + len(self.params) + len(self.tags) + len(self.artifacts)
+                + sum(map(len, self.retry_items)) + sum(map(len, self.retry_points))
+                + (self.end is not None))
+
+    def lose(self, count: int, reason: str) -> None:
+        self.lost += count
+        self.why[reason] = self.why.get(reason, 0) + count
+
+    def missing(self) -> str | None:
+        if self.abandoned:
+            return self.abandoned
+        if not self.why:
+            return None
+        return "; ".join(f"{n} lost: {reason}" for reason, n in self.why.items())
 
 
 def _keep(skip: Skip | None, point: Point) -> bool:
@@ -65,22 +94,8 @@ def _keep(skip: Skip | None, point: Point) -> bool:
     return point[3] not in rule
 
 
-def wait_for_log_end(path: Path, timeout_s: float) -> bool:
-    """Wait until a JSONL log's last line is its run end (its sink writes on its own
-    thread, possibly just after this one). Returns whether it is."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with path.open("rb") as handle:
-                handle.seek(max(0, path.stat().st_size - 4096))
-                tail = handle.read().rstrip(b"\n").rsplit(b"\n", 1)[-1]
-            if b'"type":"run_end"' in tail:
-                return True
-        except OSError:
-            pass
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
+def _reason(exc: BaseException) -> str:
+    return redact_uri(f"{type(exc).__name__}: {str(exc)[:200]}")
 
 
 class Sender:
@@ -89,21 +104,22 @@ class Sender:
     Args:
         store: the MLflow calls.
         max_buffer: metric values held at most; beyond, new values are dropped and counted.
-        log_wait_s: bound on waiting for a run's JSONL file to be complete before upload.
-        retry_cap_s: longest backoff between tries.
+        retry_cap_s: longest backoff between tries of a failing request.
     """
 
-    def __init__(self, store: Store, *, max_buffer: int, log_wait_s: float = 2.0,
-                 retry_cap_s: float = 30.0) -> None:
+    def __init__(self, store: Store, *, max_buffer: int, retry_cap_s: float = 30.0) -> None:
         self.store = store
         self.max_buffer = max_buffer
-        self.log_wait_s = log_wait_s
         self.buffered = 0
         self.sent = 0
         self.lost = 0
         self.failed_requests = 0
         self.backoff = Backoff(cap_s=retry_cap_s)
         self._runs: dict[str, RunState] = {}
+        self._finished: OrderedDict[str, tuple[int, str | None]] = OrderedDict()
+        # The batch of the request in flight (the thread's own), requeued if it fails.
+        self._inflight_items: list[tuple[str, str, str]] = []
+        self._inflight_points: list[Point] = []
         self._cond = threading.Condition()
         self._stop = False
         self._progress = 0  # requests done (or given up): what waiting callers watch
@@ -120,6 +136,7 @@ class Sender:
         """Track a new run (created in MLflow, or found and resumed, by the thread)."""
         with self._cond:
             self._runs[state.start.run_id] = state
+            self._finished.pop(state.start.run_id, None)
             self._cond.notify_all()
 
     def add(self, run_id: str, points: list[Point], params: dict[str, str] | None = None,
@@ -131,8 +148,9 @@ class Sender:
                 return
             if points:
                 room = max(0, self.max_buffer - self.buffered)
-                if len(points) > room:  # keep the oldest; the gap tag makes replay compare
-                    self.lost += len(points) - room
+                if len(points) > room:  # keep the oldest; the gap tag makes sync compare
+                    self._lose(state, len(points) - room, "buffer full while MLflow was "
+                               "unreachable")
                     state.tags[GAPS_TAG] = "true"
                     points = points[:room]
                 state.points.extend(points)
@@ -151,29 +169,50 @@ class Sender:
                 state.artifacts.append((path, artifact_path))
                 self._cond.notify_all()
 
-    def end_run(self, end: RunEnd, log_path: Path | None) -> threading.Event | None:
-        """Mark a run ended (final data already queued); returns its done event."""
+    def end_run(self, end: RunEnd, log_path: Path | None) -> None:
+        """Mark a run ended (its final data already queued)."""
         with self._cond:
             state = self._runs.get(end.run_id)
-            if state is None:
-                return None
-            state.end, state.log_path = end, log_path
-            self._cond.notify_all()
-            return state.done
+            if state is not None:
+                state.end, state.log_path = end, log_path
+                self._cond.notify_all()
 
-    def wait_below(self, limit: int, timeout_s: float) -> None:
-        """Backpressure: wait while more than ``limit`` values are buffered and MLflow
-        takes them (not while it is down: the run must go on)."""
-        deadline = time.monotonic() + timeout_s
+    def delivery(self, run_id: str) -> Delivery:
+        """What MLflow does not hold yet of a run, and what it lost for good."""
         with self._cond:
-            while (self.buffered > limit and self.backoff.down_since is None
-                   and not self._stop and time.monotonic() < deadline):
+            state = self._runs.get(run_id)
+            if state is not None:
+                return Delivery(state.pending(), state.lost, state.missing())
+            lost, missing = self._finished.get(run_id, (0, None))
+            return Delivery(0, lost, missing)
+
+    def abandon(self, run_id: str, reason: str) -> None:
+        """Drop what a run still has buffered (counted); end it with ``rlobs.missing``."""
+        with self._cond:
+            state = self._runs.get(run_id)
+            if state is None:
+                return
+            dropped = (len(state.points) + sum(map(len, state.retry_points))
+                       + len(state.artifacts) + sum(map(len, state.retry_items)))
+            self.buffered -= len(state.points)
+            state.points.clear()
+            state.retry_points.clear()
+            state.retry_items.clear()
+            state.artifacts.clear()
+            self._lose(state, dropped, "given up")
+            state.abandoned = reason
+            self._cond.notify_all()
+
+    def wait_below(self, limit: int) -> None:
+        """Backpressure: wait while more than ``limit`` values are buffered (until the
+        sender stops, or runs are abandoned)."""
+        with self._cond:
+            while self.buffered > limit and not self._stop:
                 self._cond.wait(0.1)
 
     def wait_until(self, done: Callable[[], bool], idle_s: float) -> bool:
         """Wait until ``done()``, as long as requests keep succeeding: give up after
-        ``idle_s`` without progress, or after 1 s without progress while MLflow is down
-        (so ending many runs during an outage does not wait ``idle_s`` for each)."""
+        ``idle_s`` without progress (1 s while MLflow is down)."""
         with self._cond:
             last, since = self._progress, time.monotonic()
             while not done():
@@ -221,63 +260,102 @@ class Sender:
                         self._progress += 1
                         self._cond.notify_all()
                 self.backoff.succeeded()
-            except Exception as exc:  # transient: everything stays queued
+            except _Unreachable as exc:
                 if self.backoff.failures == 0:
                     logger.warning("mlflow unreachable; buffering and retrying",
-                                   error=f"{type(exc).__name__}: {str(exc)[:300]}")
-                self.backoff.failed(exc)
+                                   error=_reason(exc.cause))
+                self.backoff.failed(exc.cause, cap_s=OUTAGE_PROBE_S)
+            except _TryAgain as exc:
+                self.backoff.failed(exc.cause)
 
     def _unit(self, state: RunState) -> None:
-        """One request's worth of work for a run; transient failures propagate."""
+        """One request's worth of work for a run (see the module docstring)."""
         try:
-            if state.mlflow_id is None:
-                self._open(state)
-            elif state.params or state.tags:
-                self._send_items(state)
-            elif state.points:
-                self._send_points(state)
-            elif state.artifacts:
-                self._upload(state)
-            elif state.end is not None:
-                self._finish(state)
+            self._request(state)
         except Exception as exc:
-            if is_transient(exc):
-                raise
+            kind = classify(exc)
+            if kind == OUTAGE or (kind == RETRY and state.attempts + 1 < MAX_ATTEMPTS):
+                self._requeue(state)
+                if kind == OUTAGE:
+                    raise _Unreachable(exc) from exc
+                state.attempts += 1
+                raise _TryAgain(exc) from exc
             self.failed_requests += 1
-            logger.warning("mlflow request failed; dropped", run=state.start.name,
-                           error=f"{type(exc).__name__}: {str(exc)[:500]}")
-            self._drop_after_failure(state)
+            logger.warning("mlflow refused a request; dropped", run=state.start.name,
+                           error=_reason(exc), answer=kind)
+            self._refused(state, _reason(exc))
+        state.attempts = 0
 
-    def _drop_after_failure(self, state: RunState) -> None:
-        """Give up the request that failed for good, so the rest can go on."""
+    def _request(self, state: RunState) -> None:
+        if state.mlflow_id is None:
+            self._open(state)
+        elif state.retry_items or state.params or state.tags:
+            self._send_items(state)
+        elif state.retry_points or state.points:
+            self._send_points(state)
+        elif state.artifacts:
+            self._upload(state)
+        elif state.end is not None:
+            self._finish(state)
+
+    def _refused(self, state: RunState, reason: str) -> None:
+        """Give up the request that was refused, bisecting one that carried many values,
+        so the rest goes on."""
         with self._cond:
-            if state.mlflow_id is None:  # cannot create the run at all: forget it
-                self.lost += len(state.points)
+            state.attempts = 0
+            if state.mlflow_id is None:  # the run cannot be created at all
+                self._lose(state, state.pending(), f"run not created: {reason}")
                 self.buffered -= len(state.points)
                 self._forget(state)
-            elif state.params or state.tags:
-                state.params.clear()
-                state.tags.clear()
-            elif state.points:
-                n = min(len(state.points), MAX_METRICS_PER_BATCH)
-                for _ in range(n):
-                    state.points.popleft()
-                self.buffered -= n
-                self.lost += n
+            elif self._inflight_items:
+                self._split(state.retry_items, self._inflight_items, state, reason)
+            elif self._inflight_points:
+                self._split(state.retry_points, self._inflight_points, state, reason)
             elif state.artifacts:
-                state.artifacts.popleft()
+                path, _ = state.artifacts.popleft()
+                self._lose(state, 1, f"artifact {Path(path).name}: {reason}")
             else:
+                self._lose(state, 1, f"run end: {reason}")
                 self._forget(state)
+            self._inflight_items, self._inflight_points = [], []
+
+    def _requeue(self, state: RunState) -> None:
+        """Put the batch of a request that may pass later back in front of its queue."""
+        with self._cond:
+            if self._inflight_items:
+                state.retry_items.appendleft(self._inflight_items)
+            if self._inflight_points:
+                state.retry_points.appendleft(self._inflight_points)
+            self._inflight_items, self._inflight_points = [], []
+
+    def _split(self, queue: deque[Any], batch: list[Any], state: RunState, reason: str) -> None:
+        if len(batch) > 1:
+            middle = len(batch) // 2
+            queue.appendleft(batch[middle:])
+            queue.appendleft(batch[:middle])
+            return
+        (item,) = batch
+        key = item[1] if len(item) == 3 else item[0]  # (kind, key, value) | (key, value, ms, step)
+        self._lose(state, 1, f"{key!r} refused ({reason})")
+
+    def _lose(self, state: RunState, count: int, reason: str) -> None:
+        if count:
+            state.lose(count, reason)
+            self.lost += count
 
     def _forget(self, state: RunState) -> None:
-        self._runs.pop(state.start.run_id, None)
-        state.done.set()
+        run_id = state.start.run_id
+        self._runs.pop(run_id, None)
+        self._finished[run_id] = (state.lost, state.missing())
+        while len(self._finished) > _FINISHED_KEPT:
+            self._finished.popitem(last=False)
         self._cond.notify_all()
 
     def _open(self, state: RunState) -> None:
         store, start = self.store, state.start
         exp_id = store.experiment_id(state.experiment)
-        existing = store.find_run([exp_id], start.run_id)
+        existing = store.find_run([exp_id], start.run_id) or store.find_run_anywhere(
+            start.run_id)
         if existing is not None:
             mlflow_id, skip = store.resume(start.run_id, existing)
             state.skip = skip or None
@@ -316,35 +394,47 @@ class Sender:
     def _send_items(self, state: RunState) -> None:
         assert state.mlflow_id is not None
         with self._cond:
-            params = next(chunk_items(state.params), [])
-            tags = next(chunk_items(state.tags), []) if not params else []
-        self.store.log_items(state.mlflow_id, params, tags)
-        with self._cond:
-            for pending, sent in ((state.params, params), (state.tags, tags)):
-                for key, value in sent:
+            if state.retry_items:
+                batch = state.retry_items.popleft()
+            else:
+                params = next(chunk_items(state.params), [])
+                tags = next(chunk_items(state.tags), []) if not params else []
+                batch = [("param", k, v) for k, v in params] + [("tag", k, v) for k, v in tags]
+                for kind, key, value in batch:
+                    pending = state.params if kind == "param" else state.tags
                     if pending.get(key) is value:
                         del pending[key]
+            self._inflight_items = batch
+        self.store.log_items(state.mlflow_id,
+                             [(k, v) for kind, k, v in batch if kind == "param"],
+                             [(k, v) for kind, k, v in batch if kind == "tag"])
+        self._inflight_items = []
 
     def _send_points(self, state: RunState) -> None:
         assert state.mlflow_id is not None
         with self._cond:
-            batch: list[Point] = []
-            consumed = 0
-            for point in itertools.islice(state.points, _SCAN):
-                if len(batch) == MAX_METRICS_PER_BATCH:
-                    break
-                consumed += 1
-                if _keep(state.skip, point):
-                    batch.append(point)
+            if state.retry_points:
+                batch = state.retry_points.popleft()
+            else:
+                batch = []
+                consumed = 0
+                for point in itertools.islice(state.points, _SCAN):
+                    if len(batch) == MAX_METRICS_PER_BATCH:
+                        break
+                    consumed += 1
+                    if _keep(state.skip, point):
+                        batch.append(point)
+                for _ in range(consumed):
+                    state.points.popleft()
+                self.buffered -= consumed
+            self._inflight_points = batch
         if batch:
             if not (state.unsure and self.store.landed(state.mlflow_id, batch)):
                 state.unsure = True
                 self.store.log_points(state.mlflow_id, batch)
             state.unsure = False
         with self._cond:
-            for _ in range(consumed):
-                state.points.popleft()
-            self.buffered -= consumed
+            self._inflight_points = []
             self.sent += len(batch)
             self._cond.notify_all()
 
@@ -356,32 +446,46 @@ class Sender:
             state.artifacts.popleft()
 
     def _finish(self, state: RunState) -> None:
-        """Upload the run's log, then set its status — even when the upload failed."""
+        """Upload the run's log, then set its status — even when the upload is refused."""
         assert state.mlflow_id is not None and state.end is not None
         if state.orphan_of is not None:
-            self._adopt(state)
+            try:
+                self._adopt(state)
+            except Exception as exc:
+                if classify(exc) == OUTAGE:
+                    raise
+                logger.warning("could not nest the run under its parent", error=_reason(exc))
+                state.orphan_of = None
         if not state.log_uploaded and state.log_path is not None:
             try:
-                self._upload_log(state)
+                if state.log_path.exists():
+                    self.store.upload(state.mlflow_id, str(state.log_path), "rlobs")
             except Exception as exc:
-                if is_transient(exc):
+                if classify(exc) == OUTAGE or (classify(exc) == RETRY
+                                               and state.attempts + 1 < MAX_ATTEMPTS):
                     raise
                 self.failed_requests += 1
-                logger.warning("run log upload failed; ending the run anyway",
-                               run=state.start.name, error=f"{type(exc).__name__}: {exc}")
-        state.log_uploaded = True
+                self._lose(state, 1, f"run log upload: {_reason(exc)}")
+            state.log_uploaded = True
+        missing = state.missing()
+        if missing:
+            self.store.log_items(state.mlflow_id, [],
+                                 [(MISSING_TAG, truncate(missing, MAX_TAG_VALUE))])
         end = state.end
         self.store.terminate(state.mlflow_id, _STATUS[end.status.value],
                              end.time_ns // 1_000_000)
         with self._cond:
             self._forget(state)
 
-    def _upload_log(self, state: RunState) -> None:
-        """Upload the JSONL log under ``rlobs/`` once its run end is written."""
-        path = state.log_path
-        if path is None or not path.exists():
-            return
-        if not wait_for_log_end(path, self.log_wait_s):
-            logger.info("run log not complete yet; uploading it as it is", path=str(path))
-        self.store.upload(state.mlflow_id or "", str(path), "rlobs")
 
+class _Unreachable(Exception):
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class _TryAgain(_Unreachable):
+    pass
+
+
+__all__ = ["MISSING_TAG", "REJECT", "RunState", "Sender"]

@@ -1,9 +1,13 @@
-"""The MLflow sink: hooks convert events to MLflow points; a sender thread ships them."""
+"""The MLflow sink: hooks convert events to MLflow points; a sender thread ships them.
+
+It runs in the log directory's shipper process (``shipper = True``): :meth:`ship_env`
+says how to rebuild it there, :meth:`start_context` records in the run's start which
+experiment the run goes to, so shipping the log later does what this process would.
+"""
 
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -11,6 +15,7 @@ from pathlib import Path
 
 from rlobs import (
     Artifact,
+    Delivery,
     Heartbeat,
     Overflow,
     RunEnd,
@@ -86,6 +91,7 @@ class MlflowSink(Sink):
     overflow = Overflow.DROP
     capacity = 1 << 18
     flush_interval_s = 0.5  # ~2 requests per second per metric batch is what a server likes
+    shipper = True
 
     def __init__(
         self,
@@ -114,6 +120,7 @@ class MlflowSink(Sink):
         self.max_retry_interval_s = max_retry_interval_s
         self._sender: Sender | None = None
         self._runs: dict[str, _Converter] = {}
+        self._logs: dict[str, Path] = {}
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> MlflowSink:
@@ -133,6 +140,25 @@ class MlflowSink(Sink):
     @classmethod
     def selected_by_default(cls, env: Mapping[str, str]) -> bool:
         return bool(env.get(ev.MLFLOW_TRACKING_URI))
+
+    def ship_env(self) -> dict[str, str]:
+        """This sink's configuration as the variables :meth:`from_env` reads (the
+        experiment is not part of it: each run's start records its own)."""
+        return {
+            ev.MLFLOW_TRACKING_URI: "" if self.embedded else self.tracking_uri,
+            core_env.RLOBS_JSONL_DIR: str(self.jsonl_dir.resolve()),
+            ev.RLOBS_MLFLOW_DOWNSAMPLE: self.downsample.text(),
+            ev.RLOBS_MLFLOW_SPAN_INTERVAL_S: repr(self.span_interval_s),
+            ev.RLOBS_MLFLOW_MAX_BUFFER: str(self.max_buffer),
+            ev.RLOBS_MLFLOW_REQUEST_TIMEOUT_S: repr(self.request_timeout_s),
+        }
+
+    def start_context(self, event: RunStart) -> dict[str, str]:
+        """The experiment the run goes to, recorded in its start line."""
+        return {"experiment": self.experiment or family(event.name)}
+
+    def log_file(self, run_id: str, path: Path) -> None:
+        self._logs[run_id] = path
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -165,12 +191,12 @@ class MlflowSink(Sink):
         sender = self._sender
         if sender is None:
             return
-        self.flush()
+        self.flush(wait=False)
         unsent = sender.close(self.end_wait_s)
         runs = sender.pending_runs()
         if unsent or runs or sender.lost:
             logger.warning("mlflow did not get everything; the JSONL logs have it: "
-                           "rlobs replay <run>.jsonl --sinks mlflow", unsent_values=unsent,
+                           "rlobs sync <run>.jsonl --sinks mlflow", unsent_values=unsent,
                            runs_not_ended=runs, lost_values=sender.lost)
 
     # ------------------------------------------------------------------ hooks
@@ -180,7 +206,8 @@ class MlflowSink(Sink):
         params, key_tags = map_params(event.params)
         tags = map_tags({**event.tags, "rlobs.name": event.name})
         tags.update(key_tags)
-        experiment = self.experiment or family(event.name)
+        recorded = (event.sinks or {}).get(self.name) or {}
+        experiment = str(recorded.get("experiment") or self.experiment or family(event.name))
         self._sender.add_run(RunState(event, experiment))
         self._sender.add(event.run_id, [], params, tags)
         self._runs[event.run_id] = _Converter(StepPoints(self.downsample),
@@ -224,20 +251,28 @@ class MlflowSink(Sink):
             conv.tags[HEARTBEAT_TAG] = str(event.time_ns)
 
     def on_run_end(self, event: RunEnd) -> None:
-        """Queue the final data and the status, then wait (bounded) until MLflow has
-        them; the status is queued even if building the final data fails."""
+        """Queue the final data and the status (the status even if building the final
+        data fails); the sender takes it from there, see :meth:`delivery`."""
         assert self._sender is not None
-        done: threading.Event | None = None
         try:
             conv = self._runs.pop(event.run_id, None)
             if conv is not None:
                 self._final(event, conv)
                 self._push(event.run_id, conv)
         finally:
-            done = self._sender.end_run(event, self.jsonl_dir / f"{event.run_id}.jsonl")
-        if done is not None and not self._sender.wait_until(done.is_set, self.end_wait_s):
-            logger.info("mlflow run end still pending; the sender keeps trying",
-                        run_id=event.run_id, detail=self.detail())
+            log = self._logs.pop(event.run_id, self.jsonl_dir / f"{event.run_id}.jsonl")
+            self._sender.end_run(event, log)
+
+    def delivery(self, run_id: str) -> Delivery:
+        """What MLflow does not hold yet of an ended run, and what it refused."""
+        if self._sender is None:
+            return Delivery()
+        return self._sender.delivery(run_id)
+
+    def abandon(self, run_id: str, reason: str) -> None:
+        """Give up what is still buffered; end the run with ``rlobs.missing`` = reason."""
+        if self._sender is not None:
+            self._sender.abandon(run_id, reason)
 
     def _final(self, event: RunEnd, conv: _Converter) -> None:
         ms, steps = event.time_ns // 1_000_000, event.steps
@@ -268,16 +303,16 @@ class MlflowSink(Sink):
             self._sender.add(run_id, conv.staged, None, map_tags(tags) if tags else None)
             conv.staged = []
 
-    def flush(self) -> None:
-        """Hand staged points to the sender; wait while it is far behind a live server
-        (backpressure: the hub's bounded queue then absorbs or drops, counted)."""
+    def flush(self, *, wait: bool = True) -> None:
+        """Hand staged points to the sender; while it is far behind, wait (backpressure:
+        in the shipper the log on disk is the buffer, so nothing is dropped)."""
         sender = self._sender
         if sender is None:
             return
         for run_id, conv in self._runs.items():
             self._push(run_id, conv)
-        if sender.buffered > _HIGH_WATER:
-            sender.wait_below(_HIGH_WATER // 2, timeout_s=30.0)
+        if wait and sender.buffered > _HIGH_WATER:
+            sender.wait_below(_HIGH_WATER // 2)
 
     # ------------------------------------------------------------------ reporting
 

@@ -68,6 +68,19 @@ class Store:
                                        run_view_type=self._all, max_results=1)
         return runs[0] if runs else None
 
+    def find_run_anywhere(self, rlobs_id: str) -> Any | None:
+        """The MLflow run tagged with ``rlobs_id`` in any experiment (deleted ones too):
+        a run shipped before under another experiment setting is found, not duplicated."""
+        from mlflow.entities import ViewType
+
+        ids = [str(e.experiment_id) for e in
+               self.client.search_experiments(view_type=ViewType.ALL, max_results=50_000)]
+        for first in range(0, len(ids), 100):
+            found = self.find_run(ids[first:first + 100], rlobs_id)
+            if found is not None:
+                return found
+        return None
+
     def mlflow_id(self, rlobs_id: str) -> str | None:
         """The MLflow id of a run this process created or resumed."""
         return self._runs.get(rlobs_id)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from rlobs import (
     Artifact,
     ConfigError,
+    Delivery,
     RunEnd,
     RunStart,
     RunUpdate,
@@ -67,6 +68,18 @@ _QUEUE = 8192
 _DEFAULT_BASE = {"http/protobuf": "http://localhost:4318", "grpc": "http://localhost:4317"}
 
 
+def _parse_plain(raw: str) -> dict[str, str]:
+    """``k=v,k2=v2`` (the OTel variables' syntax, URL-decoded) without importing the SDK."""
+    from urllib.parse import unquote
+
+    out = {}
+    for part in raw.split(","):
+        key, sep, value = part.partition("=")
+        if sep and key.strip():
+            out[unquote(key.strip())] = unquote(value.strip())
+    return out
+
+
 def _first(env: Mapping[str, str], *names: str) -> str | None:
     for name in names:
         value = env.get(name, "").strip()
@@ -101,6 +114,7 @@ class OtelSink(Sink):
 
     name = "otel"
     flush_interval_s = 0.2
+    shipper = True
 
     def __init__(self, endpoint: str | None = None, *, headers: Mapping[str, str] | None = None,
                  exporter: Any = None, protocol: str | None = None,
@@ -115,6 +129,7 @@ class OtelSink(Sink):
         if self.protocol not in PROTOCOLS:
             raise ConfigError(f"OTLP protocol {self.protocol!r} is not supported; "
                               f"use one of {', '.join(PROTOCOLS)}")
+        self._explicit_endpoint = endpoint
         self.endpoint = endpoint or self._endpoint_from(env)
         self._env_headers = _first(env, "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
                                    "OTEL_EXPORTER_OTLP_HEADERS") or ""
@@ -126,6 +141,7 @@ class OtelSink(Sink):
             env_float("OTEL_EXPORTER_OTLP_TIMEOUT", 3.0, minimum=0.001, env=env),
             minimum=0.001, env=env)
         self.disabled = env_bool("OTEL_SDK_DISABLED", False, env=env)
+        self.resource_attributes = _first(env, "OTEL_RESOURCE_ATTRIBUTES") or ""
         self.flush_timeout_s = flush_timeout_s
         self.close_timeout_s = close_timeout_s
         self._read_limits(env, sampling)
@@ -168,6 +184,30 @@ class OtelSink(Sink):
     def from_env(cls, env: Mapping[str, str]) -> OtelSink:
         return cls(env=env)
 
+    def ship_env(self) -> dict[str, str] | None:
+        """This sink's configuration as the variables :meth:`from_env` reads; ``None``
+        for a sink given a ready exporter or metric reader (those stay in-process)."""
+        if self.exporter is not None or self.metric_reader is not None or self.disabled:
+            return None  # in-process (a disabled SDK says so there, at open)
+        from urllib.parse import quote
+
+        headers = ",".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in sorted(
+            {**_parse_plain(self._env_headers), **self.headers}.items()))
+        return {
+            TRACES_ENDPOINT: self.endpoint, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": self.protocol,
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS": headers, "OTEL_EXPORTER_OTLP_HEADERS": "",
+            "OTEL_SERVICE_NAME": self.service_name,
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": repr(self.export_timeout_s),
+            RLOBS_OTEL_STEP_SPANS: str(self.sampling.first),
+            RLOBS_OTEL_STEP_EVERY: str(self.sampling.every),
+            RLOBS_OTEL_MAX_PENDING_SPANS: str(self.max_pending_spans),
+            RLOBS_OTEL_METRICS: "1" if self.metrics else "0",
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": self.metrics_endpoint,
+            "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": str(self.attribute_limit),
+            "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": str(self.max_length),
+            "OTEL_RESOURCE_ATTRIBUTES": self.resource_attributes,
+        }
+
     @classmethod
     def selected_by_default(cls, env: Mapping[str, str]) -> bool:
         """On when an OTLP endpoint variable is set (and the SDK is not disabled)."""
@@ -191,7 +231,8 @@ class OtelSink(Sink):
 
         headers = {**parse_headers(self._env_headers), **self.headers}
         self._watch = self._watched_exporter(headers)
-        resource = Resource.create({"service.name": self.service_name})
+        resource = Resource.create({**_parse_plain(self.resource_attributes),
+                                    "service.name": self.service_name})
         # Our own provider: never the global one; no atexit hook (the hub closes us).
         self._provider = TracerProvider(
             sampler=ALWAYS_ON, resource=resource,
@@ -269,6 +310,19 @@ class OtelSink(Sink):
         assert self._tracer is not None
         self._tracer.end(event)
         self._flush_bounded()
+
+    def delivery(self, run_id: str) -> Delivery:
+        """Spans built and not yet exported (over every run: the SDK batches across
+        runs), and spans whose export failed."""
+        if self._tracer is None or self._watch is None:
+            return Delivery()
+        backlog = self._tracer.spans_built - self._watch.exported - self._watch.failed
+        if backlog > 0 and self._watch.healthy and not self._flushing():
+            self._flusher = self._bounded(self._provider.force_flush, self.flush_timeout_s,
+                                          "rlobs-otel-flush")
+        lost = self._watch.failed
+        return Delivery(max(0, backlog), lost,
+                        f"{lost} spans not exported: {self._watch.last_error}" if lost else None)
 
     def flush(self) -> None:
         """Keep the SDK's queue from overflowing: once half of it waits, send now (bounded;
