@@ -4,8 +4,8 @@ A hub whose sinks run in the shipper (MLflow, OpenTelemetry, your own with
 ``shipper = True``) makes sure one is alive when it starts a run: the shipper holds an
 ``flock`` on ``.rlobs/shipper-<config>.lock``; a free lock means none runs, and the hub
 starts one (``python -c 'from rlobs._daemon import main …'``, in its own session, so
-Ctrl-C and the end of the training process leave it running). It never makes the hub wait: the shipper imports
-MLflow on its own time. Eight processes writing to one directory with one configuration
+Ctrl-C and the end of the training process leave it running). It never makes the hub
+wait: the shipper imports MLflow on its own time. Eight processes writing to one directory with one configuration
 share one shipper, and so one MLflow client.
 
 The configuration (the shipped sinks' names and :meth:`rlobs.Sink.ship_env`) travels in
@@ -224,11 +224,13 @@ _starts: dict[Path, RunStart] = {}
 
 
 def _scan(shipper: Shipper, directory: Path, digest: str) -> None:
-    """Track new logs of this configuration, and known ones that grew."""
+    """Track new logs of this configuration, and known ones that grew — in the order the
+    runs started, so a parent's start is shipped before its children's."""
     try:
         entries = [e for e in os.scandir(directory) if e.name.endswith(".jsonl")]
     except OSError:
         return
+    found: list[tuple[int, Path, RunStart]] = []
     for entry in entries:
         path = Path(entry.path)
         try:
@@ -242,7 +244,9 @@ def _scan(shipper: Shipper, directory: Path, digest: str) -> None:
             continue  # not written yet, or not a log
         _starts[path], _sizes[path] = start, size
         if start.shipper == digest and not _settled(directory, start.run_id, size, shipper):
-            shipper.track(path, start)
+            found.append((start.time_ns, path, start))
+    for _, path, start in sorted(found, key=lambda item: item[0]):
+        shipper.track(path, start)
 
 
 def _settled(directory: Path, run_id: str, size: int, shipper: Shipper) -> bool:

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from . import environment_variables as ev
 from ._daemon import shipper_alive
+from ._events import RunStart
 from ._exceptions import RlobsError
 from ._follow import first_event, size_of, writer_alive
-from ._records import deliveries
+from ._records import deliveries, read_json, shipper_file
 from ._registry import build_sinks, parse_sink_names, selected_names
 from ._ship import Shipper
 from ._sink import Sink
@@ -89,12 +90,15 @@ def sync(paths: Iterable[str | os.PathLike[str]], sinks: Iterable[str | Sink] | 
          force: bool = False) -> SyncReport:
     """Ship run logs to sinks, idempotently; wait until each sink has each run.
 
+    A run its live shipper is shipping is waited for (at most ``timeout_s``) rather than
+    shipped twice at once; a run its delivery record says is complete is skipped.
+
     Args:
         paths: run logs, or directories of them.
         sinks: sink names or instances; default the environment's selection.
         env: environment to read sinks' variables from (default ``os.environ``).
         timeout_s: how long a sink may take to confirm a run before it is given up.
-        force: ship runs the delivery records already say are complete.
+        force: ship every run here, whatever its records and its shipper say.
 
     Raises:
         RlobsError: a path does not exist.
@@ -105,6 +109,7 @@ def sync(paths: Iterable[str | os.PathLike[str]], sinks: Iterable[str | Sink] | 
     report = SyncReport()
     shipper = Shipper(chosen, linger_s=timeout_s, check_s=0.0)
     todo: dict[str, RunOutcome] = {}
+    live: dict[str, tuple[RunOutcome, RunStart]] = {}
     for path in log_files(paths):
         start = first_event(path)
         if start is None:
@@ -113,18 +118,10 @@ def sync(paths: Iterable[str | os.PathLike[str]], sinks: Iterable[str | Sink] | 
         outcome = RunOutcome(path, start.run_id)
         report.runs.append(outcome)
         if not force and start.shipper and shipper_alive(path.parent, start.shipper):
-            outcome.sinks = [SinkOutcome(s.name, "live", missing="its shipper is shipping "
-                                         "it now (--force ships it anyway)") for s in chosen]
-            continue
-        done = {} if force else deliveries(path.parent, start.run_id)
-        size = size_of(path)
-        if chosen and all(done.get(s.name, {}).get("state") == "complete"
-                          and done[s.name].get("size", -1) >= size for s in chosen):
-            outcome.sinks = [SinkOutcome(s.name, "skipped", done[s.name].get("delivered", 0))
-                             for s in chosen]
-            continue
-        todo[start.run_id] = outcome
-        shipper.track(path, start)
+            live[start.run_id] = (outcome, start)
+        elif force or not _recorded(outcome, chosen):
+            todo[start.run_id] = outcome
+            shipper.track(path, start)
     if todo:
         shipper.start()
         try:
@@ -133,7 +130,45 @@ def sync(paths: Iterable[str | os.PathLike[str]], sinks: Iterable[str | Sink] | 
             shipper.stop()
     for run_id, outcome in todo.items():
         outcome.sinks = _outcomes(shipper, run_id)
+    for outcome, start in live.values():
+        _await_shipper(outcome, start, timeout_s)
     return report
+
+
+def _recorded(outcome: RunOutcome, sinks: list[Sink]) -> bool:
+    """Fill ``outcome`` from the delivery record if every sink holds the whole run."""
+    done = deliveries(outcome.path.parent, outcome.run_id)
+    size = size_of(outcome.path)
+    if not sinks or not all(done.get(s.name, {}).get("state") == "complete"
+                            and done[s.name].get("size", -1) >= size for s in sinks):
+        return False
+    outcome.sinks = [SinkOutcome(s.name, "skipped", done[s.name].get("delivered", 0))
+                     for s in sinks]
+    return True
+
+
+def _await_shipper(outcome: RunOutcome, start: RunStart, timeout_s: float) -> None:
+    """Wait until the run's live shipper settled it in each of its sinks (its records)."""
+    directory = outcome.path.parent
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = read_json(shipper_file(directory, start.shipper or "", "json")) or {}
+        names = list(status.get("sinks", {})) or list(deliveries(directory, outcome.run_id))
+        done = deliveries(directory, outcome.run_id)
+        size = size_of(outcome.path)
+        settled = bool(names) and all(
+            done.get(n, {}).get("size", -1) >= size and not writer_alive(outcome.path)
+            for n in names)
+        if settled or time.monotonic() >= deadline \
+                or not shipper_alive(directory, start.shipper or ""):
+            break
+        time.sleep(0.1)
+    outcome.sinks = [SinkOutcome(n, str(done.get(n, {}).get("state", "live")),
+                                 int(done.get(n, {}).get("delivered", 0)),
+                                 int(done.get(n, {}).get("lost", 0)),
+                                 done.get(n, {}).get("missing")
+                                 or (None if n in done else "its shipper is still on it"))
+                     for n in names]
 
 
 def _ship_until_settled(shipper: Shipper, todo: Mapping[str, RunOutcome],

@@ -29,6 +29,8 @@ from . import _attributes as attributes
 from ._metrics import RunMetrics
 from ._sampling import StepSampling
 
+_ENDED = 4096
+"""Ended runs whose span a child that starts later still nests under."""
 _RECENT = 8
 """Step contexts remembered for spans that arrive just after their step (another thread)."""
 
@@ -80,6 +82,7 @@ class RunTracer:
         self._max_runs = max_open_runs
         self._max_pending = max_pending_spans
         self._runs: dict[str, _RunTrace] = {}
+        self._ended: OrderedDict[str, Context] = OrderedDict()  # for late children
         self._metrics = metrics
         self.untraced_runs = 0
         self.dropped_spans = 0
@@ -91,15 +94,17 @@ class RunTracer:
         return len(self._runs)
 
     def start(self, event: RunStart) -> None:
-        """Open the run's span, a child of its parent run's span when that one is open."""
+        """Open the run's span, a child of its parent run's span when this sink saw the
+        parent start (the parent may have ended already: logs are shipped one by one)."""
         if len(self._runs) >= self._max_runs:
             self.untraced_runs += 1
             return
         parent = self._runs.get(event.parent_id or "")
+        context = parent.ctx if parent else self._ended.get(event.parent_id or "", Context())
         attrs, dropped = attributes.run_attributes(event, self._limit, self._max_len)
         root = self._tracer.start_span(
-            attributes.run_name(event), context=parent.ctx if parent else Context(),
-            attributes=attrs, start_time=event.time_ns)
+            attributes.run_name(event), context=context, attributes=attrs,
+            start_time=event.time_ns)
         self._runs[event.run_id] = _RunTrace(event, root, len(attrs), dropped)
 
     def step(self, event: Step) -> None:
@@ -187,6 +192,9 @@ class RunTracer:
             root.add_event("exception", attributes.error_event(error), timestamp=event.time_ns)
         root.end(end_time=max(event.time_ns, run.start.time_ns))
         self.spans_built += 1
+        self._ended[event.run_id] = run.ctx
+        if len(self._ended) > _ENDED:
+            self._ended.popitem(last=False)
 
     def _release_orphans(self, run: _RunTrace, step: int) -> None:
         # Spans of a step that never arrived (dropped by a full queue) go under the run.
