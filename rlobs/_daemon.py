@@ -5,8 +5,8 @@ A hub whose sinks run in the shipper (MLflow, OpenTelemetry, your own with
 ``flock`` on ``.rlobs/shipper-<config>.lock``; a free lock means none runs, and the hub
 starts one (``python -c 'from rlobs._daemon import main …'``, in its own session, so
 Ctrl-C and the end of the training process leave it running). It never makes the hub
-wait: the shipper imports MLflow on its own time. Eight processes writing to one directory with one configuration
-share one shipper, and so one MLflow client.
+wait: the shipper imports MLflow on its own time. Eight processes writing to one
+directory with one configuration share one shipper, and so one MLflow client.
 
 The configuration (the shipped sinks' names and :meth:`rlobs.Sink.ship_env`) travels in
 the shipper's environment, never on disk. The shipper tails every log whose start names

@@ -8,15 +8,14 @@ import sys
 import rlobs
 
 PUBLIC = {
-    "SCHEMA_VERSION", "Artifact", "ConfigError", "ConfigWarning", "Delivery", "Event",
-    "Heartbeat", "Hub", "HubClosedError", "InvalidRunId", "SyncReport", "sync", "Overflow", "RlobsError", "Run", "RunEnd", "RunFileError", "RunLog",
-    "RunStart", "RunStatus", "RunUpdate", "Sink", "SinkStatus", "SinkUnavailable", "Span",
-    "SpanScope", "Step", "UnknownSinkError", "current_run", "default_hub", "env_bool",
-    "env_float", "env_int", "environment_variables", "event_from_dict", "event_from_line",
-    "log_result",
-    "event_to_dict", "event_to_line", "flatten_params", "is_secret_key", "iter_events",
-    "read_run", "redact_uri", "registered_sinks", "require", "run", "selected_names",
-    "wall_ns",
+    "Artifact", "ConfigError", "ConfigWarning", "Delivery", "Event", "Heartbeat", "Hub",
+    "HubClosedError", "InvalidRunId", "Overflow", "RlobsError", "Run", "RunEnd", "RunFileError",
+    "RunLog", "RunStart", "RunStatus", "RunUpdate", "SCHEMA_VERSION", "Sink", "SinkStatus",
+    "SinkUnavailable", "Span", "SpanScope", "Step", "SyncReport", "UnknownSinkError",
+    "current_run", "default_hub", "env_bool", "env_float", "env_int", "environment_variables",
+    "event_from_dict", "event_from_line", "event_to_dict", "event_to_line", "flatten_params",
+    "is_secret_key", "iter_events", "log_result", "read_run", "redact_uri", "registered_sinks",
+    "require", "run", "selected_names", "sync", "wall_ns",
 }
 
 

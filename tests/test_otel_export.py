@@ -10,8 +10,8 @@ import pytest
 from servers import MlflowServer, free_port
 
 import rlobs
-from rlobs._records import deliveries
 from rlobs import RunStart, Span, Step
+from rlobs._records import deliveries
 from rlobs.testing import RecordingSink
 from sinks.otel import OtelSink
 
