@@ -35,7 +35,9 @@ class RunStart(NamedTuple):
     ``sinks`` holds what each sink recorded for shipping the run later as it would have
     been shipped live (``{"mlflow": {"experiment": "cartpole"}}``); ``shipper`` names the
     configuration of the shipper process that ships the run live (``None``: no sink runs
-    there).
+    there). A run that continues an existing log (the same ``run_id`` again: a restarted
+    job, a resumed training) starts a new segment of it; ``resumed_at`` is then the number
+    of steps the log held, and step indices, cumulative reward and episodes continue.
     """
 
     run_id: str
@@ -46,6 +48,7 @@ class RunStart(NamedTuple):
     time_ns: int
     sinks: Mapping[str, Any] | None = None
     shipper: str | None = None
+    resumed_at: int | None = None
 
 
 class Step(NamedTuple):

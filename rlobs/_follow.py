@@ -178,6 +178,40 @@ def _killed_end(start: RunStart, last: Event | None, step: Step | None, why: str
                   (end_ns - start.time_ns) / 1e9, why, {}, 0, end_ns)
 
 
+def resume_point(fd: int, path: Path) -> Step | None:
+    """Make a log ready for a run that continues it, on the writer's locked ``fd``: cut
+    a torn last line, end ``killed`` a segment whose writer died; return its last step.
+    """
+    if size_of(path) == 0:
+        return None
+    with path.open("rb") as handle:
+        keep = _after_last_newline(handle, size_of(path))
+    os.ftruncate(fd, keep)
+    start = first_event(path)
+    last, step = last_events(path)
+    if start is not None and last is not None and not isinstance(last, RunEnd):
+        pid = start.tags.get("rlobs.pid", "?") if start.tags else "?"
+        end = _killed_end(_segment_start(path) or start, last, step,
+                          f"the process writing the run (pid {pid}) died without ending it; "
+                          "ended when the run was resumed")
+        os.write(fd, to_line(end))
+    return step
+
+
+def _segment_start(path: Path) -> RunStart | None:
+    """The start of the log's last segment (a resumed run has one start per segment)."""
+    lines, _ = _tail_lines(path, block=1 << 20)
+    for line in reversed(lines):
+        if line.startswith(b'{"type":"run_start"') or b'"type":"run_start"' in line[:40]:
+            try:
+                event = decode_line(line)
+            except (ValueError, TypeError, KeyError):
+                continue
+            if isinstance(event, RunStart):
+                return event
+    return None
+
+
 def _after_last_newline(handle: BinaryIO, size: int) -> int:
     """The offset just past the file's last newline (0 if it has none)."""
     position = size

@@ -22,7 +22,7 @@ import anyio.to_thread
 
 from ._clock import _WALL_OFFSET_NS, _now_ns, wall_ns
 from ._codec import SpanLine, StepLine
-from ._events import Artifact, RunEnd, RunStart, RunStatus, RunUpdate
+from ._events import Artifact, RunEnd, RunStart, RunStatus, RunUpdate, Step
 from ._exceptions import InvalidRunId
 from ._log import logger
 from ._params import clean_tags, flatten_params, redact_text
@@ -195,9 +195,19 @@ class Run:
             if self._started:
                 return self
             self._start_ns = wall_ns()
-            event = self._ctx.describe(RunStart(self.run_id, self.name, self.params,
-                                                self.tags, self.parent_id, self._start_ns))
-            self._file = self._ctx.writer.open(event, self._lock, self._pending, self._reject)
+            writer = self._ctx.writer
+            rf, last = writer.open(self.run_id, self._lock, self._pending, self._reject)
+            try:
+                if last is not None:
+                    self._continue_from(last)
+                event = self._ctx.describe(RunStart(
+                    self.run_id, self.name, self.params, self.tags, self.parent_id,
+                    self._start_ns, resumed_at=self._steps if last is not None else None))
+            except BaseException:
+                writer.abort(rf)
+                raise
+            self._file = rf
+            writer.begin(rf, event)
             self._started = self._open = True
         self._ctx.opened(self)
         return self
@@ -373,7 +383,13 @@ class Run:
 
     # ------------------------------------------------------------------ internals
 
-    def _make_end(self, status: RunStatus, error: str | None, last: StepLine | None,
+    def _continue_from(self, last: Step) -> None:
+        """Resume the counts of a log that already holds steps (a new episode begins)."""
+        self._steps = self._ep_first = last.step + 1
+        self._total = last.cumulative_reward
+        self._episodes = last.episode + (last.episode_return is not None)
+
+    def _make_end(self, status: RunStatus, error: str | None, last: StepLine | Step | None,
                   dropped: dict[str, int]) -> RunEnd:
         """The end as the log says it: counts from the last step written, so a step cut
         short by a signal is either in the log and counted, or neither."""

@@ -34,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from ._codec import StepLine, as_event, encode_chunk, to_line
-from ._events import Event, Heartbeat, RunEnd, RunStart
+from ._events import Event, Heartbeat, RunEnd, RunStart, Step
 from ._exceptions import RunFileError
+from ._follow import resume_point
 from ._log import logger
 from ._worker import SinkWorker
 
@@ -63,7 +64,7 @@ class RunFile:
         self.reject = reject
         self.write_lock = threading.RLock()  # re-entrant: a signal handler may end the run
         self.fd: int | None = None
-        self.last: StepLine | None = None  # the last step written: what the end says
+        self.last: StepLine | Step | None = None  # the last step written: the end's counts
         self.lost = 0  # bytes a failing disk refused
         self.careful = False  # the chunk may hold NaN or free-form values (set under lock)
 
@@ -115,24 +116,41 @@ class Writer:
         """The log file of a run (``None`` when no log is written)."""
         return None if self.directory is None else self.directory / f"{run_id}.jsonl"
 
-    def open(self, start: RunStart, lock: threading.Lock, pending: list[Any],
-             reject: Rejector) -> RunFile:
-        """Create (or reopen) the run's log, lock it, write the start line.
+    def open(self, run_id: str, lock: threading.Lock, pending: list[Any],
+             reject: Rejector) -> tuple[RunFile, Step | None]:
+        """Create or reopen the run's log and lock it; ``begin`` writes its start.
+
+        A log that exists already is resumed: a torn last line is cut, a segment whose
+        writer died is ended ``killed``, and the last step on disk is returned so the run
+        continues its counts.
 
         Raises:
             RunFileError: another live process is writing this run's log, or the log
                 cannot be created.
         """
-        if start.run_id in self._files:
-            raise RunFileError(f"run {start.run_id} is already open in this process")
-        rf = RunFile(start.run_id, lock, pending, reject)
-        path = self.path_for(start.run_id)
+        if run_id in self._files:
+            raise RunFileError(f"run {run_id} is already open in this process")
+        rf = RunFile(run_id, lock, pending, reject)
+        path = self.path_for(run_id)
+        last = None
         if path is not None:
             rf.fd = _open_locked(path, self.mode)
-        self._files[start.run_id] = rf
+            try:
+                last = resume_point(rf.fd, path)
+            except OSError as exc:
+                self._refused(rf, 0, exc)
+        rf.last = last
+        return rf, last
+
+    def begin(self, rf: RunFile, start: RunStart) -> None:
+        """Write the run's start line; the run is open from here on."""
+        self._files[rf.run_id] = rf
         self._ensure_thread()
         self._write(rf, [], start)
-        return rf
+
+    def abort(self, rf: RunFile) -> None:
+        """Give up a run that was opened but never began."""
+        self._close_file(rf)
 
     def wake(self) -> None:
         """A chunk filled up: write it soon (never waits)."""
@@ -159,7 +177,8 @@ class Writer:
                 rf.careful = False
             self._write(rf, items, event, careful)
 
-    def end(self, rf: RunFile, make_end: Callable[[StepLine | None, dict[str, int]], RunEnd],
+    def end(self, rf: RunFile,
+            make_end: Callable[[StepLine | Step | None, dict[str, int]], RunEnd],
             *, settle_s: float, lock_wait_s: float) -> RunEnd:
         """Write the run's last chunk, settle the in-process sinks, write its end, close.
 
