@@ -30,6 +30,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from . import environment_variables as ev
 from ._events import RunStart
 from ._follow import first_event
@@ -72,6 +74,13 @@ def _try_lock(path: Path) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def take_shipper_lock(directory: Path, digest: str) -> int | None:
+    """Become the shipper of a configuration (``rlobs sync`` does, for the runs it
+    ships): the lock's fd, or ``None`` if a live shipper holds it. Close the fd to let go.
+    """
+    return _try_lock(_lock_path(directory, digest))
 
 
 def shipper_alive(directory: Path, digest: str) -> bool:
@@ -159,19 +168,19 @@ class ShipperLink:
         return data if isinstance(data, dict) else None
 
     def shipped(self, run_ids: Mapping[str, int]) -> bool:
-        """Whether every sink shipped each run at least up to the given log size."""
+        """Whether every sink has each run at least up to the given log size: settled
+        (its delivery record), or read that far with nothing left to send."""
         status = self.status() or {}
         runs = status.get("runs", {})
-        names = [s.name for s in self.sinks]
         for run_id, size in run_ids.items():
             record = deliveries(self.directory, run_id)
-            for name in names:
-                entry = record.get(name)
+            for sink in self.sinks:
+                entry = record.get(sink.name)
                 if entry and entry.get("size", -1) >= size:
                     continue
-                live = runs.get(run_id, {}).get("sinks", {}).get(name)
-                if not live or live.get("state") not in ("complete", "incomplete") \
-                        or live.get("unread_bytes", 1) > 0:
+                live = runs.get(run_id, {}).get("sinks", {}).get(sink.name)
+                if not live or live.get("offset", -1) < size or live.get("pending", 1) > 0 \
+                        or live.get("state") == "ending":
                     return False
         return True
 
@@ -183,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     fd = _try_lock(_lock_path(directory, digest))
     if fd is None:
         return 0  # another shipper of this configuration is alive
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     spec = json.loads(os.environ.get(SPEC_VARIABLE, "[]"))
     sinks = build_sinks_from_spec(spec)

@@ -107,6 +107,8 @@ class Hub:
         self._writer.workers = self._workers
         self._link = ShipperLink(self.directory, shipped) \
             if shipped and self.directory is not None else None
+        if self._link is not None:  # a shipper that died (or gave way to a sync) comes back
+            self._writer.tick = self._link.ensure
         wants_spans = self.directory is not None or any(s.wants_spans for s in local)
         self._context = RunContext(self._writer, wants_spans, self.settings.end_timeout_s,
                                    self._describe, self._opened, self._ended)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ class Track:
     pending: int = 0
     lost: int = 0
     missing: str | None = None
+    settled_size: int = 0  # the log's size when it settled; it grows only if resumed
 
     @property
     def settled(self) -> bool:
@@ -80,7 +82,7 @@ class Feed:
             track = self._tracks.get(run_id)
             if track is None:
                 self._tracks[run_id] = Track(run_id, path, Cursor(path))
-            elif track.settled and size_of(path) > track.cursor.offset:
+            elif track.settled and size_of(path) > track.settled_size:
                 track.state, track.ended_at = "shipping", None
         self._wake.set()
 
@@ -120,7 +122,7 @@ class Feed:
         while not self._stop:
             worked = False
             for track in self.tracks():
-                if track.state == "shipping" or size_of(track.path) > track.cursor.offset:
+                if not track.settled:
                     worked |= self._ship(track)
             if not worked:
                 self._wake.wait(self._poll_s)
@@ -149,34 +151,74 @@ class Feed:
 
     # ------------------------------------------------------------------ settling
 
-    def settle(self, linger_s: float) -> list[Track]:
-        """Check runs whose end the sink got: complete, or given up after ``linger_s``.
+    def settle(self, linger_s: float, log_ended: Callable[[str], float | None]
+               ) -> list[Track]:
+        """Settle runs: complete once the sink got the end and owes nothing; given up
+        (incomplete) when the sink still owes data, or has not read the whole log,
+        ``linger_s`` after the log ended (``log_ended(run_id)``: when, or ``None``).
 
         Returns the tracks that settled now (their records are the caller's to write).
         Runs on the shipper's main thread: a sink blocked in a hook does not stop it.
         """
         settled = []
+        now = time.monotonic()
         for track in self.tracks():
-            if track.state != "ending":
+            if track.settled:
                 continue
+            ended = log_ended(track.run_id)
             owed = self.out.call("delivery", self.sink.delivery, track.run_id) or Delivery()
             track.pending, track.lost = owed.pending, owed.lost
-            if owed.pending <= 0:
+            if track.state == "ending" and owed.pending <= 0:
                 track.missing = owed.detail if owed.lost else None
                 track.state = "complete" if not owed.lost else "incomplete"
-            elif time.monotonic() - (track.ended_at or 0.0) >= linger_s:
-                reason = (f"{owed.pending} values not delivered {linger_s:g}s after the run "
-                          f"ended" + (f" ({owed.detail})" if owed.detail else ""))
-                self.out.call("abandon", self.sink.abandon, track.run_id, reason)
-                track.missing, track.state = reason, "incomplete"
-            else:
+                track.settled_size = size_of(track.path)
+                settled.append(track)
                 continue
+            if ended is None or now - ended < linger_s:
+                continue
+            self._abandon(track, linger_s, owed)
             settled.append(track)
         return settled
+
+    def _abandon(self, track: Track, linger_s: float, owed: Delivery) -> None:
+        unread = _lines_after(track.path, track.cursor.offset)
+        parts = []
+        if unread:
+            parts.append(f"{unread} events not read")
+        if owed.pending:
+            parts.append(f"{owed.pending} values not delivered")
+        reason = (f"{', '.join(parts) or 'nothing confirmed'} {linger_s:g}s after the run "
+                  "ended" + (f" ({owed.detail})" if owed.detail else "")
+                  + (f" ({self.sink.detail()})" if self.available and not owed.detail
+                     and self._detail_ok() else ""))
+        self.out.call("abandon", self.sink.abandon, track.run_id, reason)
+        with self._lock:
+            track.missing, track.state = reason, "incomplete"
+            track.lost = owed.lost + owed.pending + unread
+            track.settled_size = size_of(track.path)
+
+    def _detail_ok(self) -> bool:
+        try:
+            return bool(self.sink.detail())
+        except Exception:
+            return False
 
     def give_up(self, track: Track, reason: str) -> None:
         """Settle a run the sink cannot take at all (it is unavailable)."""
         track.missing, track.state = reason, "incomplete"
+        track.lost = _lines_after(track.path, track.cursor.offset)
+        track.settled_size = size_of(track.path)
+
+
+def _lines_after(path: Path, offset: int) -> int:
+    """Complete lines of a log after ``offset`` (events a sink never read)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20),
+                                                               b""))
+    except OSError:
+        return 0
 
 
 @dataclass(eq=False)
@@ -186,6 +228,7 @@ class _Run:
     start: RunStart
     writer: str = "alive"  # alive | ended | died
     checked: float = field(default=0.0)
+    ended_at: float | None = None  # when the writer was found gone (monotonic)
 
 
 class Shipper:
@@ -219,7 +262,7 @@ class Shipper:
         if run is None:
             self.runs[start.run_id] = _Run(start.run_id, path, start)
         elif run.writer != "alive" and writer_alive(path):
-            run.writer = "alive"  # resumed
+            run.writer, run.ended_at = "alive", None  # resumed
         for feed in self.feeds:
             feed.track(start.run_id, path)
         return True
@@ -240,16 +283,16 @@ class Shipper:
                 self.sealed += 1
                 logger.warning("run writer died; run ended killed", run_id=run.run_id,
                                steps=end.steps)
-                run.writer = "died"
+                run.writer, run.ended_at = "died", time.monotonic()
             elif not writer_alive(run.path):
-                run.writer = "ended"
+                run.writer, run.ended_at = "ended", time.monotonic()
             for feed in self.feeds:
                 feed.track(run.run_id, run.path)
 
     def settle(self) -> None:
         """Record the runs that became complete or incomplete for a sink."""
         for feed in self.feeds:
-            done = feed.settle(self.linger_s)
+            done = feed.settle(self.linger_s, self._log_ended)
             if feed.available is False:
                 for track in feed.tracks():
                     run = self.runs.get(track.run_id)
@@ -260,12 +303,13 @@ class Shipper:
                 feed.lost += track.lost
                 self._record(feed, track)
 
+    def _log_ended(self, run_id: str) -> float | None:
+        run = self.runs.get(run_id)
+        return None if run is None else run.ended_at
+
     def _record(self, feed: Feed, track: Track) -> None:
-        # An incomplete run is settled at the log's size now: nothing more happens to it
-        # until the log grows (a resumed run) or a sync.
-        size = track.cursor.offset if track.state == "complete" else size_of(track.path)
         entry: dict[str, Any] = {
-            "state": track.state, "size": size, "delivered": track.delivered,
+            "state": track.state, "size": track.settled_size, "delivered": track.delivered,
             "lost": track.lost, "missing": track.missing, "updated": time.time()}
         try:
             record_delivery(track.path.parent, track.run_id, feed.name, entry)
@@ -285,7 +329,7 @@ class Shipper:
             if run.writer == "alive":
                 continue
             tracks = [t for feed in self.feeds for t in feed.tracks() if t.run_id == run_id]
-            if tracks and all(t.settled and t.cursor.offset >= size_of(run.path)
+            if tracks and all(t.settled and t.settled_size >= size_of(run.path)
                               for t in tracks):
                 for feed in self.feeds:
                     feed.forget(run_id)
@@ -302,6 +346,7 @@ class Shipper:
                 entry["writer"] = run.writer if run else "ended"
                 entry["sinks"][feed.name] = {
                     "state": track.state, "delivered": track.delivered,
+                    "offset": track.cursor.offset,
                     "unread_bytes": max(0, size - track.cursor.offset),
                     "pending": track.pending, "lost": track.lost, "missing": track.missing}
         sinks = {feed.name: {

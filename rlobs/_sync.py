@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import environment_variables as ev
-from ._daemon import shipper_alive
+from ._daemon import shipper_alive, take_shipper_lock
 from ._events import RunStart
 from ._exceptions import RlobsError
 from ._follow import first_event, size_of, writer_alive
@@ -110,6 +110,7 @@ def sync(paths: Iterable[str | os.PathLike[str]], sinks: Iterable[str | Sink] | 
     shipper = Shipper(chosen, linger_s=timeout_s, check_s=0.0)
     todo: dict[str, RunOutcome] = {}
     live: dict[str, tuple[RunOutcome, RunStart]] = {}
+    locks: dict[tuple[Path, str], int | None] = {}
     for path in log_files(paths):
         start = first_event(path)
         if start is None:
@@ -117,22 +118,37 @@ def sync(paths: Iterable[str | os.PathLike[str]], sinks: Iterable[str | Sink] | 
             continue
         outcome = RunOutcome(path, start.run_id)
         report.runs.append(outcome)
-        if not force and start.shipper and shipper_alive(path.parent, start.shipper):
+        if not force and start.shipper and not _shipper_role(locks, path.parent, start.shipper):
             live[start.run_id] = (outcome, start)
         elif force or not _recorded(outcome, chosen):
             todo[start.run_id] = outcome
             shipper.track(path, start)
-    if todo:
-        shipper.start()
-        try:
-            _ship_until_settled(shipper, todo, timeout_s)
-        finally:
-            shipper.stop()
+    try:
+        if todo:
+            shipper.start()
+            try:
+                _ship_until_settled(shipper, todo, timeout_s)
+            finally:
+                shipper.stop()
+    finally:
+        for fd in locks.values():
+            if fd is not None:
+                os.close(fd)
     for run_id, outcome in todo.items():
         outcome.sinks = _outcomes(shipper, run_id)
     for outcome, start in live.values():
         _await_shipper(outcome, start, timeout_s)
     return report
+
+
+def _shipper_role(locks: dict[tuple[Path, str], int | None], directory: Path,
+                  digest: str) -> bool:
+    """Take the shipper's part for this configuration while syncing (so a shipper that is
+    starting right now does not ship the same runs at once); False if one is live."""
+    key = (directory, digest)
+    if key not in locks:
+        locks[key] = take_shipper_lock(directory, digest)
+    return locks[key] is not None
 
 
 def _recorded(outcome: RunOutcome, sinks: list[Sink]) -> bool:

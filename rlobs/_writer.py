@@ -93,13 +93,15 @@ class Writer:
 
     def __init__(self, directory: Path | None, workers: Sequence[SinkWorker], *,
                  fsync: bool = False, mode: int = 0o600, interval_s: float = 0.05,
-                 heartbeat_s: float = 10.0) -> None:
+                 heartbeat_s: float = 10.0, tick: Callable[[], object] | None = None,
+                 tick_s: float = 2.0) -> None:
         self.directory = directory
         self.workers = tuple(workers)
         self.fsync = fsync
         self.mode = mode
         self.interval_s = interval_s
         self.heartbeat_s = heartbeat_s
+        self.tick, self.tick_s = tick, tick_s  # called on the thread while runs are open
         self.lost_bytes = 0
         self.written = 0  # events written to logs
         self._files: dict[str, RunFile] = {}
@@ -301,6 +303,7 @@ class Writer:
 
     def _main(self) -> None:
         beat_at = time.monotonic() + self.heartbeat_s
+        tick_at = time.monotonic() + self.tick_s
         while not self._stopping:
             self._event.wait(self.interval_s)
             self._event.clear()
@@ -312,6 +315,9 @@ class Writer:
                 if self.heartbeat_s > 0 and time.monotonic() >= beat_at:
                     beat_at = time.monotonic() + self.heartbeat_s
                     self._beat()
+                if self.tick is not None and self._files and time.monotonic() >= tick_at:
+                    tick_at = time.monotonic() + self.tick_s
+                    self.tick()
             except Exception as exc:  # the writer must outlive any one bad chunk
                 logger.error("run log writer error", error=f"{type(exc).__name__}: {exc}")
 

@@ -134,3 +134,85 @@ def drop_pg_database(uri: str) -> None:
     with conn.cursor() as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     conn.close()
+
+
+class FaultProxy:
+    """An HTTP proxy on 127.0.0.1 in front of a real server, for injecting faults.
+
+    Every request is forwarded to ``target`` unless a fault is set: ``fail_paths`` (a
+    regex) answers matching requests with ``status`` instead of forwarding them, and
+    ``delay_s`` holds every request that long first (a slow server). Counts what it
+    refused, so a test can check that every refused value was counted.
+    """
+
+    def __init__(self, target: str) -> None:
+        import http.server
+        import re
+        import threading
+        import urllib.error
+
+        self.target = target.rstrip("/")
+        self.fail_paths: re.Pattern[str] | None = None
+        self.status = 500
+        self.delay_s = 0.0
+        self.refused: list[str] = []
+        self.seen: list[float] = []  # when each request arrived (monotonic)
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _forward(self) -> None:
+                proxy.seen.append(time.monotonic())
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                if proxy.delay_s:
+                    time.sleep(proxy.delay_s)
+                if proxy.fail_paths is not None and proxy.fail_paths.search(self.path):
+                    proxy.refused.append(self.path)
+                    payload = b'{"error_code": "INTERNAL_ERROR", "message": "injected"}'
+                    self._reply(proxy.status, payload, "application/json")
+                    return
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("host", "connection", "content-length")}
+                request = urllib.request.Request(proxy.target + self.path, data=body,
+                                                 headers=headers, method=self.command)
+                try:
+                    with urllib.request.urlopen(request, timeout=60) as resp:
+                        self._reply(resp.status, resp.read(),
+                                    resp.headers.get("Content-Type", "application/json"))
+                except urllib.error.HTTPError as exc:
+                    self._reply(exc.code, exc.read(),
+                                exc.headers.get("Content-Type", "application/json"))
+                except OSError:  # the server is down: so is the connection, as without us
+                    self.close_connection = True
+
+            def _reply(self, status: int, payload: bytes, kind: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def fail(self, pattern: str | None, status: int = 500) -> None:
+        """Answer requests whose path matches ``pattern`` with ``status`` (None: stop)."""
+        import re
+
+        self.fail_paths = re.compile(pattern) if pattern else None
+        self.status = status
+
+    def close(self) -> None:
+        """Stop serving."""
+        self._server.shutdown()
+        self._server.server_close()

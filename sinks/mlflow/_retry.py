@@ -25,7 +25,7 @@ REJECT = "reject"
 
 MAX_ATTEMPTS = 3
 """Tries of one request the server answers with 429 or 5xx before it counts as rejected."""
-OUTAGE_PROBE_S = 1.0
+OUTAGE_PROBE_S = 0.5
 """Longest wait between tries while the server cannot be reached."""
 
 _RETRY_CODES = frozenset({
@@ -36,6 +36,9 @@ _OUTAGE_NAMES = frozenset({"ConnectionError", "ConnectTimeout", "ReadTimeout", "
                            "ConnectionRefusedError", "ConnectionResetError",
                            "RemoteDisconnected", "ProtocolError", "MaxRetryError"})
 _CODE_IN_TEXT = re.compile(r"(?:error code|status code|status)\s*:?\s*(\d{3})")
+# urllib3 gives up on a status its retry policy lists with "too many 500 error responses":
+# the server answered, so it is not an outage.
+_TOO_MANY = re.compile(r"too many (\d{3}) error responses")
 
 
 def http_status(exc: BaseException) -> int | None:
@@ -45,6 +48,9 @@ def http_status(exc: BaseException) -> int | None:
     if isinstance(status, int):
         return status
     text = str(exc)
+    many = _TOO_MANY.search(text)
+    if many:
+        return int(many.group(1))
     found = _CODE_IN_TEXT.search(text)
     if found and "API request to" in text:
         return int(found.group(1))
@@ -63,6 +69,10 @@ def classify(exc: BaseException) -> str:
     if isinstance(exc, ConnectionError | TimeoutError):
         return OUTAGE
     text = str(exc)
+    answered = _TOO_MANY.search(text)
+    if answered:
+        return RETRY if int(answered.group(1)) == 429 or int(answered.group(1)) >= 500 \
+            else REJECT
     if "database is locked" in text or "could not connect to server" in text \
             or "Connection refused" in text:
         return OUTAGE

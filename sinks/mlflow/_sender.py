@@ -26,7 +26,16 @@ from rlobs._log import logger
 
 from ._aggregate import Point
 from ._mapping import MAX_METRICS_PER_BATCH, MAX_TAG_VALUE, chunk_items, truncate
-from ._retry import MAX_ATTEMPTS, OUTAGE, OUTAGE_PROBE_S, REJECT, RETRY, Backoff, classify
+from ._retry import (
+    MAX_ATTEMPTS,
+    OUTAGE,
+    OUTAGE_PROBE_S,
+    REJECT,
+    RETRY,
+    Backoff,
+    classify,
+    http_status,
+)
 from ._store import GAPS_TAG, HEARTBEAT_TAG, RUN_ID_TAG, Skip, Store
 
 _SCAN = 50_000  # points examined per request when resuming skips most of them
@@ -55,7 +64,9 @@ class RunState:
     unsure: bool = False  # a metrics request failed in flight: it may have landed
     log_uploaded: bool = False
     orphan_of: str | None = None  # rlobs id of a parent not yet in MLflow at creation
+    creating: bool = False  # a create_run was sent (its answer may have been lost)
     attempts: int = 0  # 429/5xx answers to the current request
+    retry_at: float = 0.0  # after such an answer: when to send it again
     lost: int = 0
     why: dict[str, int] = field(default_factory=dict)  # reason → values lost
     abandoned: str | None = None
@@ -95,6 +106,11 @@ def _keep(skip: Skip | None, point: Point) -> bool:
 
 
 def _reason(exc: BaseException) -> str:
+    """A failure in a few words: ``HTTP 500`` for an answer, else the error's text."""
+    status = http_status(exc)
+    if status is not None:
+        code = getattr(exc, "error_code", None)
+        return f"HTTP {status}" + (f" {code}" if code and code != "INTERNAL_ERROR" else "")
     return redact_uri(f"{type(exc).__name__}: {str(exc)[:200]}")
 
 
@@ -247,29 +263,33 @@ class Sender:
             with self._cond:
                 while not self._stop:
                     wait = self.backoff.wait_s()
-                    if not wait and any(s.has_work() for s in self._runs.values()):
+                    runs = [s for s in self._runs.values() if s.has_work()]
+                    ready = [s for s in runs if s.retry_at <= time.monotonic()]
+                    if not wait and ready:
                         break
+                    later = min((s.retry_at for s in runs), default=None)
+                    if not wait and later is not None:
+                        wait = max(0.01, later - time.monotonic())
                     self._cond.wait(wait or None)
                 if self._stop:
                     return
-                runs = [s for s in self._runs.values() if s.has_work()]
             try:
-                for state in runs:
-                    self._unit(state)
+                for state in ready:
+                    if self._unit(state):
+                        self.backoff.succeeded()  # the server answers (again)
                     with self._cond:
                         self._progress += 1
                         self._cond.notify_all()
-                self.backoff.succeeded()
             except _Unreachable as exc:
                 if self.backoff.failures == 0:
                     logger.warning("mlflow unreachable; buffering and retrying",
                                    error=_reason(exc.cause))
                 self.backoff.failed(exc.cause, cap_s=OUTAGE_PROBE_S)
-            except _TryAgain as exc:
-                self.backoff.failed(exc.cause)
 
-    def _unit(self, state: RunState) -> None:
-        """One request's worth of work for a run (see the module docstring)."""
+    def _unit(self, state: RunState) -> bool:
+        """One request's worth of work for a run (see the module docstring). Returns
+        whether the server answered it well; raises :class:`_Unreachable` in an outage.
+        """
         try:
             self._request(state)
         except Exception as exc:
@@ -278,13 +298,16 @@ class Sender:
                 self._requeue(state)
                 if kind == OUTAGE:
                     raise _Unreachable(exc) from exc
-                state.attempts += 1
-                raise _TryAgain(exc) from exc
+                state.attempts += 1  # this run waits a little; the others go on
+                state.retry_at = time.monotonic() + 0.25 * 2 ** (state.attempts - 1)
+                return False
             self.failed_requests += 1
             logger.warning("mlflow refused a request; dropped", run=state.start.name,
                            error=_reason(exc), answer=kind)
-            self._refused(state, _reason(exc))
-        state.attempts = 0
+            self._refused(state, _reason(exc), bisect=kind == REJECT)
+            return False
+        state.attempts, state.retry_at = 0, 0.0
+        return True
 
     def _request(self, state: RunState) -> None:
         if state.mlflow_id is None:
@@ -298,9 +321,10 @@ class Sender:
         elif state.end is not None:
             self._finish(state)
 
-    def _refused(self, state: RunState, reason: str) -> None:
-        """Give up the request that was refused, bisecting one that carried many values,
-        so the rest goes on."""
+    def _refused(self, state: RunState, reason: str, *, bisect: bool) -> None:
+        """Give up the request that was refused — bisecting one that carried many values
+        when the server refused what it said (``bisect``), so one bad value loses only
+        itself — and go on with the rest."""
         with self._cond:
             state.attempts = 0
             if state.mlflow_id is None:  # the run cannot be created at all
@@ -308,9 +332,9 @@ class Sender:
                 self.buffered -= len(state.points)
                 self._forget(state)
             elif self._inflight_items:
-                self._split(state.retry_items, self._inflight_items, state, reason)
+                self._split(state.retry_items, self._inflight_items, state, reason, bisect)
             elif self._inflight_points:
-                self._split(state.retry_points, self._inflight_points, state, reason)
+                self._split(state.retry_points, self._inflight_points, state, reason, bisect)
             elif state.artifacts:
                 path, _ = state.artifacts.popleft()
                 self._lose(state, 1, f"artifact {Path(path).name}: {reason}")
@@ -328,11 +352,15 @@ class Sender:
                 state.retry_points.appendleft(self._inflight_points)
             self._inflight_items, self._inflight_points = [], []
 
-    def _split(self, queue: deque[Any], batch: list[Any], state: RunState, reason: str) -> None:
-        if len(batch) > 1:
+    def _split(self, queue: deque[Any], batch: list[Any], state: RunState, reason: str,
+               bisect: bool) -> None:
+        if bisect and len(batch) > 1:
             middle = len(batch) // 2
             queue.appendleft(batch[middle:])
             queue.appendleft(batch[:middle])
+            return
+        if len(batch) > 1:
+            self._lose(state, len(batch), f"a batch of {len(batch)} values ({reason})")
             return
         (item,) = batch
         key = item[1] if len(item) == 3 else item[0]  # (kind, key, value) | (key, value, ms, step)
@@ -369,8 +397,11 @@ class Sender:
                     tags["mlflow.parentRunId"] = parent
                 else:  # the parent's run may still be on its way (another process)
                     state.orphan_of = start.parent_id
+            retried, state.creating = state.creating, True
             mlflow_id = store.create_run(exp_id, start.run_id, start.name,
                                          start.time_ns // 1_000_000, tags)
+            if retried:  # a create whose answer was lost may have landed after all
+                mlflow_id = store.one_run(exp_id, start.run_id, mlflow_id)
         with self._cond:
             state.mlflow_id = mlflow_id
 
@@ -469,8 +500,13 @@ class Sender:
             state.log_uploaded = True
         missing = state.missing()
         if missing:
-            self.store.log_items(state.mlflow_id, [],
-                                 [(MISSING_TAG, truncate(missing, MAX_TAG_VALUE))])
+            try:
+                self.store.log_items(state.mlflow_id, [],
+                                     [(MISSING_TAG, truncate(missing, MAX_TAG_VALUE))])
+            except Exception as exc:  # the status matters more than the tag saying why
+                if classify(exc) == OUTAGE:
+                    raise
+                self.failed_requests += 1
         end = state.end
         self.store.terminate(state.mlflow_id, _STATUS[end.status.value],
                              end.time_ns // 1_000_000)
@@ -482,10 +518,6 @@ class _Unreachable(Exception):
     def __init__(self, cause: BaseException) -> None:
         super().__init__(str(cause))
         self.cause = cause
-
-
-class _TryAgain(_Unreachable):
-    pass
 
 
 __all__ = ["MISSING_TAG", "REJECT", "RunState", "Sender"]

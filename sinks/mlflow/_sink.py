@@ -311,8 +311,9 @@ class MlflowSink(Sink):
             return
         for run_id, conv in self._runs.items():
             self._push(run_id, conv)
-        if wait and sender.buffered > _HIGH_WATER:
-            sender.wait_below(_HIGH_WATER // 2)
+        high = min(_HIGH_WATER, self.max_buffer // 2)
+        if wait and sender.buffered > high:
+            sender.wait_below(high // 2)
 
     # ------------------------------------------------------------------ reporting
 

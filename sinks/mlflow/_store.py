@@ -81,6 +81,22 @@ class Store:
                 return found
         return None
 
+    def one_run(self, experiment_id: str, rlobs_id: str, created: str) -> str:
+        """After a retried create: keep the first run carrying ``rlobs_id`` and delete
+        the others (a create whose answer was lost, then sent again, makes two)."""
+        runs = self.client.search_runs([experiment_id],
+                                       filter_string=f"tags.`{RUN_ID_TAG}` = "
+                                       f"'{rlobs_id.replace(chr(39), '')}'",
+                                       run_view_type=self._all, max_results=10,
+                                       order_by=["attributes.start_time ASC"])
+        ids = sorted((int(r.info.start_time or 0), str(r.info.run_id)) for r in runs) \
+            or [(0, created)]
+        keep = ids[0][1]
+        for _, other in ids[1:]:
+            self.client.delete_run(other)
+        self._runs[rlobs_id] = keep
+        return keep
+
     def mlflow_id(self, rlobs_id: str) -> str | None:
         """The MLflow id of a run this process created or resumed."""
         return self._runs.get(rlobs_id)
