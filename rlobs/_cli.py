@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -19,11 +20,12 @@ from ._exceptions import RlobsError
 from ._hub import Hub
 from ._params import redact_uri
 from ._reader import RunLog, read_run
+from ._records import shipper_statuses
 from ._registry import registered_sinks, selected_names
 
 COMMANDS = "rlobs.commands"
 
-_console = Console(highlight=False)
+_console = Console(highlight=False, soft_wrap=True)  # paths and ids are never cut
 _errors = Console(stderr=True, highlight=False)
 
 _STATUS_VARS = (ev.RLOBS_SINKS, ev.RLOBS_JSONL_DIR, "MLFLOW_TRACKING_URI",
@@ -55,15 +57,59 @@ def _cmd_status(args: argparse.Namespace) -> int:
     names = selected_names()
     _console.print(f"selected sinks: {', '.join(names) or '(none)'}; "
                    f"registered: {', '.join(sorted(registered_sinks()))}")
-    with Hub(names, heartbeat_s=0, handle_signals=False) as hub:
+    # Every sink opened here, to say whether it can run at all; no shipper is started.
+    with Hub(names, heartbeat_s=0, handle_signals=False, shipper=False) as hub:
         _console.print(status_table(hub))
-        return 0 if all(s.available for s in hub.status()) else 1
+        ok = all(s.available for s in hub.status())
+    directory = Path(os.environ.get(ev.RLOBS_JSONL_DIR) or "rlobs-runs")
+    for table in shipper_tables(directory):
+        _console.print(table)
+    return 0 if ok else 1
+
+
+def shipper_tables(directory: Path) -> list[Table | str]:
+    """What each shipper of ``directory`` reports: per run and sink, its state and what
+    is left to ship (log not yet read, values not yet confirmed), then what is missing."""
+    out: list[Table | str] = []
+    for report in shipper_statuses(directory):
+        alive = not report.get("exited") and _pid_alive(int(report.get("pid", 0)))
+        when = dt.datetime.fromtimestamp(float(report.get("updated", 0))).strftime("%H:%M:%S")
+        table = Table(title=f"shipper pid {report.get('pid')} "
+                      f"({'running' if alive else 'exited'}, report of {when}, "
+                      f"{int(report.get('rss_bytes', 0)) / 2**20:.0f} MB)")
+        table.add_column("run", no_wrap=True)
+        for column in ("sink", "state", "left to ship", "lost"):
+            table.add_column(column, no_wrap=True)
+        missing = []
+        for run_id, run in sorted(report.get("runs", {}).items()):
+            for sink, entry in sorted(run.get("sinks", {}).items()):
+                left = (f"{int(entry.get('unread_bytes', 0)) / 1024:.0f} KiB, "
+                        f"{entry.get('pending', 0)} values")
+                table.add_row(run_id, sink, str(entry.get("state", "")), left,
+                              str(entry.get("lost", 0)))
+                if entry.get("missing"):
+                    missing.append(f"{run_id} → {sink}: {redact_uri(entry['missing'])}")
+        out += [table, *missing]
+    return out
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def register_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``rlobs status``."""
-    parser = sub.add_parser("status", help="which sinks the environment selects, and whether "
-                            "each is available (exit 1 if one is not)")
+    parser = sub.add_parser("status", help="which sinks the environment selects, whether "
+                            "each is available (exit 1 if one is not), and what the "
+                            "shipper still has to ship, per run and sink")
     parser.set_defaults(func=_cmd_status)
 
 

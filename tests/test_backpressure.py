@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tracemalloc
+from pathlib import Path
 
 import rlobs
 from rlobs import Overflow, RunEnd, RunStart, Step
@@ -75,3 +79,42 @@ def test_a_stuck_blocking_sink_does_not_starve_the_others() -> None:
         stuck.release()
     assert arrived
     assert run.result is not None and run.result.dropped["stuck"] > 0
+
+
+_STALLED = """
+import os, rlobs
+from rlobs.testing import HangingSink
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+stalled = HangingSink(capacity=1000, hooks=("on_step", "on_run_update"))
+with rlobs.Hub(["jsonl", stalled], end_timeout_s=0.5, heartbeat_s=0) as hub:
+    with hub.run("stalled-1m") as run:
+        run.step(0.0)
+        assert stalled.entered.wait(30)
+        base = rss()
+        for t in range(1_000_000):
+            run.step(1.0, {"a": 1.0, "b": float(t)})
+            if t % 10 == 0:
+                run.log_summary({"s": float(t)})
+        grown = rss() - base
+    status = [s for s in hub.status() if s.name == "hanging"][0]
+    stalled.release()
+print(grown, status.dropped, run.result.dropped["hanging"], run.result.steps)
+"""
+
+
+def test_a_million_steps_into_a_stalled_sink_stay_bounded_and_counted(
+        tmp_path: Path) -> None:
+    """1M steps, and an update every 10, into a stalled in-process sink: the training
+    process grows by under 64 MB, and every step the sink never got is counted — queued,
+    in flight or left behind — in its status and the run's end."""
+    done = subprocess.run([sys.executable, "-c", _STALLED], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "RLOBS_JSONL_DIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    grown, dropped, in_end, steps = map(int, done.stdout.split())
+    assert steps == 1_000_001
+    assert dropped == in_end == 1_000_001  # all but none: the sink took only the start
+    assert grown < 64 * 2**20, f"grew {grown / 2**20:.0f} MB"
