@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -29,8 +30,6 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
-
-import structlog
 
 from . import environment_variables as ev
 from ._events import RunStart
@@ -192,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     fd = _try_lock(_lock_path(directory, digest))
     if fd is None:
         return 0  # another shipper of this configuration is alive
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     spec = json.loads(os.environ.get(SPEC_VARIABLE, "[]"))
     sinks = build_sinks_from_spec(spec)

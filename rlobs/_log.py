@@ -1,9 +1,57 @@
-"""The one ``rlobs`` structlog logger. The application decides how it renders."""
+"""rlobs' logger: the standard library's ``logging.getLogger("rlobs")``.
+
+Call sites pass an event and key/value context (``logger.warning("sink unavailable",
+sink="mlflow", reason=...)``); the record's message is ``event key=value ...`` and the
+context is also on the record as ``record.rlobs`` (a dict) for structured handlers.
+
+Nothing is printed on stdout. An application that configures no logging sees warnings
+and errors on stderr (the standard library's last-resort handler); one that configures
+logging gets rlobs' records like any library's, filterable by the ``rlobs`` name. Call
+sites log each cause once or on a doubling count (1st, 2nd, 4th, ...), never per step.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-import structlog
+NAME = "rlobs"
 
-logger: Any = structlog.get_logger("rlobs")
+
+def _text(value: Any) -> str:
+    text = str(value)
+    return repr(text) if (" " in text or not text) else text
+
+
+class Logger:
+    """A :class:`logging.Logger` taking key/value context after the event."""
+
+    __slots__ = ("_log",)
+
+    def __init__(self, name: str = NAME) -> None:
+        self._log = logging.getLogger(name)
+
+    def _emit(self, level: int, event: str, context: dict[str, Any]) -> None:
+        if self._log.isEnabledFor(level):
+            message = " ".join([event, *(f"{k}={_text(v)}" for k, v in context.items())])
+            self._log.log(level, "%s", message, extra={"rlobs": context}, stacklevel=3)
+
+    def debug(self, event: str, **context: Any) -> None:
+        """Log at DEBUG."""
+        self._emit(logging.DEBUG, event, context)
+
+    def info(self, event: str, **context: Any) -> None:
+        """Log at INFO."""
+        self._emit(logging.INFO, event, context)
+
+    def warning(self, event: str, **context: Any) -> None:
+        """Log at WARNING."""
+        self._emit(logging.WARNING, event, context)
+
+    def error(self, event: str, **context: Any) -> None:
+        """Log at ERROR."""
+        self._emit(logging.ERROR, event, context)
+
+
+logger = Logger()
+"""The one logger every rlobs module and built-in sink uses."""
