@@ -4,8 +4,8 @@
   logs params, tags, per-step metrics (``log_batch`` in chunks, retried through outages),
   span percentiles, status and the run's JSONL log. Without a tracking URI it writes to
   the embedded SQLite store ``<RLOBS_JSONL_DIR>/mlflow.db``.
-- ``rlobs replay RUN.jsonl --sinks mlflow`` resumes the run tagged ``rlobs.run_id`` and
-  sends only what MLflow lacks.
+- ``rlobs sync RUN.jsonl --sinks mlflow`` resumes the run tagged ``rlobs.run_id`` and
+  sends only what MLflow lacks (the shipper process runs the same path live).
 - ``rlobs reap`` (:func:`register_cli`, :func:`reap`) ends runs whose heartbeat stopped.
 - ``rlobs compare-mlflow EXPERIMENT... --by KEY`` (:func:`register_compare`,
   :func:`compare_mlflow`) compares runs across seeds from their MLflow history.

@@ -26,14 +26,15 @@ Default ``10``."""
 
 RLOBS_MLFLOW_MAX_BUFFER = "RLOBS_MLFLOW_MAX_BUFFER"
 """Metric values held while MLflow is unreachable; beyond it new values are dropped,
-counted and the run tagged ``rlobs.mlflow.gaps`` (``rlobs replay`` fills it later).
+counted and the run tagged ``rlobs.mlflow.gaps`` (``rlobs sync`` fills it later). In the
+shipper the sink stops reading the log when half of it is used, so nothing is lost there.
 Default ``2000000`` (~300 MB at worst)."""
 
 RLOBS_MLFLOW_END_WAIT_S = "RLOBS_MLFLOW_END_WAIT_S"
-"""A run's end (and the sink's close) waits for its buffered values and status to reach
-MLflow while requests keep succeeding, giving up after this many seconds without progress
-(1 s while MLflow is unreachable; the hub itself waits at most ``RLOBS_END_TIMEOUT_S``).
-Default ``4``."""
+"""Closing the sink waits for the sender's last requests while they keep succeeding,
+giving up after this many seconds without progress (1 s while MLflow is unreachable). In
+the shipper the sink closes once every run settled; how long a run's end may wait for
+MLflow is ``RLOBS_SHIPPER_LINGER_S``. Default ``4``."""
 
 RLOBS_MLFLOW_REQUEST_TIMEOUT_S = "RLOBS_MLFLOW_REQUEST_TIMEOUT_S"
 """Seconds one HTTP request may take (sets ``MLFLOW_HTTP_REQUEST_TIMEOUT`` when that is
