@@ -20,7 +20,7 @@ from ._exceptions import RlobsError
 from ._hub import Hub
 from ._params import redact_uri
 from ._reader import RunLog, read_run
-from ._records import shipper_statuses
+from ._records import deliveries, shipper_statuses
 from ._registry import registered_sinks, selected_names
 
 COMMANDS = "rlobs.commands"
@@ -139,6 +139,11 @@ def summary_rows(log: RunLog) -> list[tuple[str, str]]:
         drops = ", ".join(f"{k}: {v}" for k, v in end.dropped.items()) or "none"
         rows.append(("dropped", f"{drops}; rejected values: {end.rejected}"))
     rows.append(("spans", str(len(log.spans))))
+    for sink, entry in sorted(deliveries(log.path.parent, start.run_id).items()):
+        lost = f", {entry.get('lost')} lost" if entry.get("lost") else ""
+        missing = f" — missing: {entry['missing']}" if entry.get("missing") else ""
+        rows.append((f"→ {sink}", f"{entry.get('state')} ({entry.get('delivered', 0)} "
+                                  f"events{lost}){missing}"))
     if log.torn_tail is not None or log.bad_lines:
         rows.append(("damage", f"torn last line: {log.torn_tail is not None}; "
                               f"unreadable lines: {list(log.bad_lines)}"))
