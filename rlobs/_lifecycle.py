@@ -5,8 +5,10 @@
   ``SystemExit(128 + SIGTERM)`` unwinds the program so its own ``finally`` blocks run and
   the exit status is the conventional 143. A handler the application installed before is
   called instead of raising.
-- SIGINT needs no handler: Python raises KeyboardInterrupt and the run's ``with`` block
-  ends it ``killed``.
+- SIGINT: Python raises KeyboardInterrupt and the run's ``with`` block ends it ``killed``.
+  While a hub is running (and SIGINT has Python's default handler) rlobs wraps that
+  handler so the KeyboardInterrupt is raised right after a write of a run log rather
+  than inside it.
 - Interpreter exit: an ``atexit`` hook closes every live hub; runs still open end
   ``killed``. The hub's threads are daemons, so a hung sink cannot block exit.
 - fork: the child inherits no hub thread and none of the parent's open runs; its hubs
@@ -27,6 +29,7 @@ from typing import Any, Protocol
 
 from ._events import RunStatus
 from ._settings import Settings
+from ._writer import defer_signal
 
 
 class Closable(Protocol):
@@ -39,6 +42,10 @@ class Closable(Protocol):
 
     def close(self) -> None: ...
 
+
+_SIGNAL_LOCK_WAIT_S = 0.3
+"""How long the SIGTERM handler waits for a run's locks: one held by this very thread
+(a step it interrupted) is never released, one held by the writer thread is, within ms."""
 
 _hubs: weakref.WeakSet[Closable] = weakref.WeakSet()
 _lock = threading.Lock()
@@ -76,6 +83,8 @@ def _install_sigterm() -> None:
         return  # SIG_IGN: the application chose to ignore SIGTERM
     _previous = current
     signal.signal(signal.SIGTERM, _on_sigterm)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
     _installed = True
 
 
@@ -85,7 +94,16 @@ def _restore_sigterm() -> None:
         return
     if signal.getsignal(signal.SIGTERM) is _on_sigterm:
         signal.signal(signal.SIGTERM, _previous if _previous is not None else signal.SIG_DFL)
+    if signal.getsignal(signal.SIGINT) is _on_sigint:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     _installed = False
+
+
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
+    """Python's own KeyboardInterrupt — just not in the middle of writing a run log."""
+    if defer_signal(signum):
+        return
+    signal.default_int_handler(signum, frame)
 
 
 def kill_open_runs(reason: str, *, lock_wait_s: float | None = None) -> None:
@@ -95,9 +113,12 @@ def kill_open_runs(reason: str, *, lock_wait_s: float | None = None) -> None:
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # The handler runs between two bytecodes of the main thread, maybe inside a step
-    # holding its run's lock: wait for locks only briefly.
-    kill_open_runs("terminated by SIGTERM", lock_wait_s=0.05)
+    # The handler runs between two bytecodes of the main thread: after a write of the run
+    # log (a signal inside one is raised again when it ends), maybe inside a step holding
+    # its run's lock — so locks are waited for only briefly.
+    if defer_signal(signum):
+        return
+    kill_open_runs("terminated by SIGTERM", lock_wait_s=_SIGNAL_LOCK_WAIT_S)
     previous = _previous
     if callable(previous):
         previous(signum, frame)

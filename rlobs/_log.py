@@ -3,6 +3,7 @@
 Call sites pass an event and key/value context (``logger.warning("sink unavailable",
 sink="mlflow", reason=...)``); the record's message is ``event key=value ...`` and the
 context is also on the record as ``record.rlobs`` (a dict) for structured handlers.
+Values are redacted like everything rlobs records (:mod:`rlobs._params`).
 
 Nothing is printed on stdout. An application that configures no logging sees warnings
 and errors on stderr (the standard library's last-resort handler); one that configures
@@ -15,11 +16,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ._params import REDACTED, is_secret_key, redact_text
+
 NAME = "rlobs"
 
 
-def _text(value: Any) -> str:
-    text = str(value)
+def _text(key: str, value: Any) -> str:
+    if is_secret_key(key):
+        return REDACTED
+    text = redact_text(str(value))
     return repr(text) if (" " in text or not text) else text
 
 
@@ -33,8 +38,9 @@ class Logger:
 
     def _emit(self, level: int, event: str, context: dict[str, Any]) -> None:
         if self._log.isEnabledFor(level):
-            message = " ".join([event, *(f"{k}={_text(v)}" for k, v in context.items())])
-            self._log.log(level, "%s", message, extra={"rlobs": context}, stacklevel=3)
+            clean = {k: _text(k, v) for k, v in context.items()}
+            message = " ".join([event, *(f"{k}={v}" for k, v in clean.items())])
+            self._log.log(level, "%s", message, extra={"rlobs": clean}, stacklevel=3)
 
     def debug(self, event: str, **context: Any) -> None:
         """Log at DEBUG."""

@@ -12,7 +12,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from ._params import redact_uri
+from ._params import redact_argv
 
 _PACKAGES = ("torch", "mlflow", "opentelemetry-sdk", "numpy", "gymnasium", "stable-baselines3")
 
@@ -46,7 +46,7 @@ def provenance_tags() -> dict[str, str]:
         "rlobs.platform": platform.platform(terse=True),
         "rlobs.host": socket.gethostname(),
         "rlobs.pid": str(os.getpid()),
-        "rlobs.cmd": redact_uri(" ".join(sys.argv))[:500],
+        "rlobs.cmd": redact_argv(sys.argv)[:500],
     }
     for dist in _PACKAGES:
         version = _version(dist)

@@ -25,7 +25,7 @@ from ._codec import SpanLine, StepLine
 from ._events import Artifact, RunEnd, RunStart, RunStatus, RunUpdate, Step
 from ._exceptions import InvalidRunId
 from ._log import logger
-from ._params import clean_tags, flatten_params, redact_text
+from ._params import clean_attributes, clean_tags, flatten_params, redact_text
 from ._provenance import file_sha256
 from ._span import NULL_SPAN, SpanScope, current_span_id
 from ._values import as_number
@@ -129,6 +129,7 @@ class Run:
         self._ep_first = 0  # index of the current episode's first step
         self._rejected = 0
         self._ignored = 0
+        self._forked = False
         self._count_lock = threading.Lock()
         self._next_span_id = itertools.count(1).__next__
         self._tokens: list[contextvars.Token[Run | None]] = []
@@ -245,6 +246,8 @@ class Run:
         with self._lock:
             if not self._open:
                 self._ignored += 1
+                if self._ignored == 1:
+                    self._ignoring()
                 return
             index = self._steps
             total = self._total + reward
@@ -368,6 +371,7 @@ class Run:
         signal handler may run while its own thread holds one mid-step.
         """
         wait_s = self._ctx.end_timeout_s if lock_wait_s is None else lock_wait_s
+        error = None if error is None else redact_text(str(error))
         locked = self._lock.acquire(timeout=wait_s)
         try:
             if not self._open or self._file is None:
@@ -410,6 +414,10 @@ class Run:
     def _add_span(self, name: str, start_ns: int, end_ns: int, attributes: Any,
                   span_id: int, parent_span_id: int | None, error: str | None) -> None:
         """Queue a span of the current step, in order with the steps around it."""
+        if attributes:
+            attributes = clean_attributes(attributes)
+        if error is not None:
+            error = redact_text(error)
         with self._lock:
             if not self._open:
                 return
@@ -429,6 +437,8 @@ class Run:
     def _emit(self, event: RunUpdate | Artifact) -> None:
         if not self._open or self._file is None:
             self._ignored += 1
+            if self._ignored == 1:
+                self._ignoring()
             return
         self._ctx.writer.emit(self._file, event)
 
@@ -456,6 +466,12 @@ class Run:
                 clean[str(key)] = float(number)
         return clean
 
+    def _ignoring(self) -> None:
+        """Say once why this run's hooks are ignored (counted in ``run.ignored``)."""
+        why = ("it belongs to the process this one was forked from" if self._forked else
+               "it has ended" if self._end is not None else "it has not started")
+        logger.warning("run hook ignored", run=self.name, reason=why)
+
     def _reject(self, key: str, value: Any, why: str = "not a number") -> None:
         """Count a value left out; log the 1st, 2nd, 4th, … (any thread may call this)."""
         with self._count_lock:
@@ -471,6 +487,7 @@ class Run:
         self._pending = []
         self._open = False
         self._file = None
+        self._forked = True
 
     # ------------------------------------------------------------------ context managers
 

@@ -30,6 +30,7 @@ from typing import Any
 from ._events import Artifact, Event, Heartbeat, RunEnd, RunStart, RunStatus, RunUpdate, Span, Step
 from ._exceptions import SinkUnavailable
 from ._log import logger
+from ._params import redact_text
 from ._sink import Overflow, Sink
 
 _BATCH = 4096
@@ -360,12 +361,13 @@ class SinkWorker:
                     detail = self.sink.detail()
                 except Exception as exc:
                     detail = f"detail() failed: {describe(exc)}"
+        last = self._out.last_error
         return SinkStatus(
             name=self.name, enabled=self.state is not SinkState.DISABLED,
             available=self.state is SinkState.AVAILABLE,
-            detail=detail if detail is not None else self.state.value,
+            detail=redact_text(detail if detail is not None else self.state.value),
             delivered=self.delivered, dropped=self.dropped, errors=self._out.errors,
-            last_error=self._out.last_error, queued=self._queued)
+            last_error=None if last is None else redact_text(last), queued=self._queued)
 
     # ------------------------------------------------------------------ worker side
 

@@ -23,12 +23,14 @@ the run's pending chunk, so the file keeps event order.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import signal
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import wait
 from pathlib import Path
 from typing import Any
@@ -162,7 +164,7 @@ class Writer:
 
     def drain(self, rf: RunFile) -> None:
         """Write what the run's chunk holds now (on the caller's thread)."""
-        with rf.write_lock:
+        with rf.write_lock, _signals_held():
             with rf.lock:
                 items, careful = rf.pending.copy(), rf.careful
                 rf.pending.clear()
@@ -172,7 +174,7 @@ class Writer:
 
     def emit(self, rf: RunFile, event: Event) -> None:
         """Write a lifecycle event after everything the run recorded before it."""
-        with rf.write_lock:
+        with rf.write_lock, _signals_held():
             with rf.lock:
                 items, careful = rf.pending.copy(), rf.careful
                 rf.pending.clear()
@@ -338,6 +340,40 @@ class Writer:
         self._woken = False
         self._thread = None
         self.workers = ()  # in-process sinks stay with the parent
+
+
+_MAIN = threading.main_thread()
+_writing = 0  # depth of write sections on the main thread
+_deferred: list[int] = []  # signals that arrived inside one
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """A write section: records taken and written. On the main thread, a SIGINT or
+    SIGTERM that arrives inside it is handled right after it (see :func:`defer_signal`),
+    so a handler that ends runs never interrupts a write, and the end it writes counts
+    exactly what the log holds."""
+    global _writing
+    if threading.current_thread() is not _MAIN:
+        yield
+        return
+    _writing += 1
+    try:
+        yield
+    finally:
+        _writing -= 1
+        if not _writing and _deferred:
+            signal.raise_signal(_deferred.pop())
+
+
+def defer_signal(signum: int) -> bool:
+    """Called first by rlobs' signal handlers: True if the main thread is inside a write
+    section, in which case the signal is raised again when the section ends."""
+    if _writing and threading.current_thread() is _MAIN:
+        if signum not in _deferred:
+            _deferred.append(signum)
+        return True
+    return False
 
 
 def _open_locked(path: Path, mode: int) -> int:

@@ -167,3 +167,53 @@ def test_ending_runs_does_not_wait_unbounded_for_a_held_run_lock() -> None:
     (end,) = sink.of_type(RunEnd)
     assert (end.status, end.steps) == (RunStatus.KILLED, 1)
     assert len(sink.of_type(rlobs.Step)) == 1
+
+
+_STEPPING = """
+import signal, sys, rlobs
+signal.signal(signal.SIGINT, signal.default_int_handler)
+with rlobs.Hub(["jsonl"], heartbeat_s=0, handle_signals=True) as hub, \\
+        hub.run("stepping") as run:
+    print(run.run_id, flush=True)
+    t = 0
+    while True:
+        run.step(0.5, {"t": float(t)}, done=t % 7 == 6)
+        t += 1
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_at_any_point_of_a_step_ends_the_run_whole(sig: int,
+                                                            runs_dir: Path) -> None:
+    """30 signals at random moments of a loop stepping flat out: each process exits
+    within 1 s, and each log's end counts exactly the steps, reward and episodes the log
+    holds (a step cut short is either whole in the log or absent)."""
+    import random
+
+    rng = random.Random(sig)
+    env = {**os.environ, "RLOBS_JSONL_DIR": str(runs_dir)}
+    env.pop("RLOBS_HANDLE_SIGNALS", None)
+    slow = []
+    for _ in range(30):
+        proc = subprocess.Popen([sys.executable, "-c", _STEPPING], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True, env=env)
+        assert proc.stdout is not None
+        run_id = proc.stdout.readline().strip()
+        time.sleep(rng.uniform(0.01, 0.2))
+        proc.send_signal(sig)
+        sent = time.monotonic()
+        proc.wait(timeout=30)
+        proc.stdout.close()
+        if time.monotonic() - sent > 1.0:
+            slow.append(time.monotonic() - sent)
+        log = _log(runs_dir, run_id)
+        end = log.end
+        assert end is not None and end.status is RunStatus.KILLED
+        steps = log.steps
+        assert [s.step for s in steps] == list(range(len(steps)))
+        assert end.steps == len(steps)
+        assert end.total_reward == (steps[-1].cumulative_reward if steps else 0.0)
+        assert end.episodes == sum(s.episode_return is not None for s in steps)
+        assert log.bad_lines == () and log.torn_tail is None
+    assert slow == [], f"{len(slow)} of 30 exits took longer than 1 s: {slow}"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ._aggregate import Point
+from ._mapping import path_segment
 
 RUN_ID_TAG = "rlobs.run_id"
 """Tag holding the rlobs run id: how replay and restarts find an existing MLflow run."""
@@ -47,8 +48,8 @@ class Store:
         found = self.client.get_experiment_by_name(name)
         if found is None:
             location = None
-            if self.artifact_root is not None:
-                location = (self.artifact_root / name).resolve().as_uri()
+            if self.artifact_root is not None:  # never a path made of the name itself
+                location = (self.artifact_root / path_segment(name)).resolve().as_uri()
             try:
                 exp_id = str(self.client.create_experiment(name, artifact_location=location))
             except Exception as exc:  # another process created it first
