@@ -235,8 +235,8 @@ class Hub:
         parent_id = parent.run_id if isinstance(parent, Run) else parent
         if parent_id is not None:
             check_run_id(parent_id)
-        return Run(self._context, name, run_id=run_id or new_run_id(), params=params,
-                   tags=tags, parent=parent_id)
+        return Run(self._context, name, run_id=new_run_id() if run_id is None else run_id,
+                   params=params, tags=tags, parent=parent_id)
 
     @property
     def log_directory(self) -> Path | None:

@@ -25,7 +25,9 @@ def _text(key: str, value: Any) -> str:
     if is_secret_key(key):
         return REDACTED
     text = redact_text(str(value))
-    return repr(text) if (" " in text or not text) else text
+    if len(text) > 120:
+        text = text[:117] + "..."
+    return repr(text) if (" " in text or not text or not text.isprintable()) else text
 
 
 class Logger:

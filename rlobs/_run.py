@@ -238,11 +238,17 @@ class Run:
                 clean = dict(metrics)  # a copy: the caller may reuse its dict
                 check = sum(clean.values(), reward)  # C speed; raises for non-numbers
             except Exception:
+                check = None
+            if check.__class__ is not float:  # not plain numbers: numpy, tensors, arrays
                 clean = self._numbers(metrics)
                 check = math.nan  # look at this chunk closely
         else:
             clean = {}
             check = reward
+        ended = False
+        if done is not False or truncated is not False:  # identity checks: the usual call
+            done, truncated = self._flag(done, "done"), self._flag(truncated, "truncated")
+            ended = done or truncated
         with self._lock:
             if not self._open:
                 self._ignored += 1
@@ -254,11 +260,11 @@ class Run:
             episode = self._episodes
             ep_return = self._ep_return + reward
             pending = self._pending
-            if done or truncated:
+            if ended:
                 # The append is the step's commit point: a signal before it records
                 # nothing, after it the step is whole (the end counts what was appended).
-                pending.append(StepLine(self.run_id, index, reward, total, clean, bool(done),
-                                        bool(truncated), episode, ep_return,
+                pending.append(StepLine(self.run_id, index, reward, total, clean, done,
+                                        truncated, episode, ep_return,
                                         index + 1 - self._ep_first,
                                         _now_ns() + _WALL_OFFSET_NS, 1))
                 self._episodes = episode + 1
@@ -448,6 +454,17 @@ class Run:
             self._reject("reward", reward)
             return math.nan
         return float(value)
+
+    def _flag(self, value: Any, name: str) -> bool:
+        """``done``/``truncated`` as a bool; one whose truth is undefined (an array, a meta
+        tensor) is rejected, counted, and taken as false."""
+        if value is True or value is False:
+            return value
+        try:
+            return bool(value)
+        except Exception:
+            self._reject(name, value, why="not a truth value")
+            return False
 
     def _numbers(self, metrics: Any) -> dict[str, float]:
         """Metric values as floats; what is not a number is rejected and counted (a

@@ -9,6 +9,7 @@ kept out of MLflow but counted (see :class:`NonFinite`). Limits are MLflow 3's
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import posixpath
@@ -38,8 +39,6 @@ def family(name: str) -> str:
 
 def path_segment(name: str) -> str:
     """A file-name-safe form of an experiment name, for its artifact folder."""
-    import hashlib
-
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "experiment"
     if slug != name:
         slug = f"{slug[:80]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
@@ -47,13 +46,24 @@ def path_segment(name: str) -> str:
 
 
 def sanitize_key(key: str) -> str:
-    """``key`` with only MLflow's allowed characters, no path tricks, at most 250 chars."""
-    clean = _BAD_CHARS.sub("_", key).strip("/") or "_"
-    norm = posixpath.normpath(clean)
-    if norm != clean or norm.startswith(".."):
-        clean = "/".join(p if p not in (".", "..") else "_" * len(p)
-                         for p in clean.split("/") if p) or "_"
+    """``key`` as MLflow accepts it: only its characters (``_`` for others), at most 250
+    of them, and no path tricks — no empty, ``.`` or ``..`` segment, no leading ``/`` or
+    ``..`` (MLflow refuses a whole batch for one such key)."""
+    clean = _BAD_CHARS.sub("_", key)[:MAX_KEY]
+    parts = [p for p in clean.split("/") if p]
+    parts = ["_" * len(p) if set(p) == {"."} else p for p in parts]
+    clean = "/".join(parts) or "_"
+    if clean.startswith(".."):
+        clean = "_" + clean[1:]
+    if _refused(clean):  # cannot happen; never send a key MLflow refuses
+        clean = "key_" + hashlib.sha256(key.encode()).hexdigest()[:16]
     return clean[:MAX_KEY]
+
+
+def _refused(key: str) -> bool:
+    """MLflow's own rule (``mlflow.utils.validation.path_not_unique``)."""
+    norm = posixpath.normpath(key)
+    return norm != key or norm == "." or norm.startswith("..") or norm.startswith("/")
 
 
 def truncate(value: str, limit: int) -> str:
