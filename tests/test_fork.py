@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 import rlobs
-from rlobs.testing import RecordingSink
 
 
 def _child_logs(index: int) -> int:
