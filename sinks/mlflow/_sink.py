@@ -178,6 +178,9 @@ class MlflowSink(Sink):
         # MLflow parses this variable as an int: "2.5" would fail every request.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT",
                               str(max(1, round(self.request_timeout_s))))
+        # Ending a run would print "View run … at: <tracking URI>" on stdout, a password in
+        # the URI included, and fetch the run once more to do so.
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         root = None
         if self.embedded:
             self.jsonl_dir.mkdir(parents=True, exist_ok=True)
