@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +79,70 @@ def test_bad_metric_values_are_rejected_and_counted() -> None:
     assert math.isnan(step.reward)
     assert step.metrics == {"ok": 1.0, "3": 2.0}
     assert sink.of_type(rlobs.RunEnd)[0].rejected == 3
+
+
+@pytest.mark.parametrize("key", ["PGPASSWORD", "passphrase", "pass", "db_pass", "bearer",
+                                 "jwt", "sessionid", "session_id", "github_pat", "auth.key"])
+def test_the_wider_list_of_secret_keys(key: str) -> None:
+    """Every credential name the docs list is recognised, nested dotted keys included."""
+    assert rlobs.is_secret_key(key)
+
+
+@pytest.mark.parametrize("key", ["pass@1", "pass_rate", "path", "patience"])
+def test_short_secret_words_only_as_a_keys_last_part(key: str) -> None:
+    """``pass`` and ``pat`` mark a secret only at a key's end: eval metrics stay readable."""
+    assert not rlobs.is_secret_key(key)
+
+
+def test_nested_secret_keys_and_command_line_flags_are_redacted(
+        monkeypatch: pytest.MonkeyPatch, runs_dir: Path) -> None:
+    """A nested ``auth.key`` param and ``--api-key X`` / ``--token=X`` on the command line
+    reach neither a sink nor the run log."""
+    from rlobs._provenance import provenance_tags
+
+    monkeypatch.setattr(sys, "argv", ["train.py", "--api-key", "sk-live-1", "--token=tk-2",
+                                      "--lr", "0.1"])
+    provenance_tags.cache_clear()
+    sink = RecordingSink()
+    try:
+        with rlobs.Hub(["jsonl", sink], heartbeat_s=0) as hub, \
+                hub.run("nested", params={"auth": {"key": "k-3"}, "lr": 0.1}) as run:
+            run.step(1.0)
+    finally:
+        provenance_tags.cache_clear()
+    start = sink.of_type(RunStart)[0]
+    assert start.params == {"auth": "***", "lr": 0.1}  # the whole secret-named branch
+    assert start.tags["rlobs.cmd"] == "train.py --api-key *** --token=*** --lr 0.1"
+    text = (runs_dir / f"{run.run_id}.jsonl").read_text()
+    assert not any(secret in text for secret in ("sk-live-1", "tk-2", "k-3"))
+
+
+def test_errors_span_attributes_and_status_are_redacted(runs_dir: Path) -> None:
+    """A URI password in an exception, a secret-named span attribute and a password in a
+    sink's status never show."""
+    class Leaky(RecordingSink):
+        def detail(self) -> str:
+            return "connected to postgresql://u:hunter2@db/x"
+
+    sink = Leaky()
+    with rlobs.Hub(["jsonl", sink], heartbeat_s=0) as hub:
+        with pytest.raises(ConnectionError), hub.run("leaky") as run:
+            with run.span("call", api_key="sk-9", url="https://u:pw9@h/x"):
+                pass
+            run.step(1.0)
+            raise ConnectionError("cannot reach http://admin:pw7@mlflow:5000")
+        details = [s.detail for s in hub.status()]
+    assert run.result is not None and "pw7" not in (run.result.error or "")
+    assert "http://admin:***@mlflow:5000" in (run.result.error or "")
+    (span,) = sink.of_type(rlobs.Span)
+    assert span.attributes == {"api_key": "***", "url": "https://u:***@h/x"}
+    assert not any("hunter2" in (d or "") for d in details)
+    text = (runs_dir / f"{run.run_id}.jsonl").read_text()
+    assert not any(secret in text for secret in ("sk-9", "pw9", "pw7"))
+
+
+def test_run_logs_are_private_to_their_owner(runs_dir: Path) -> None:
+    """A run log is created mode 0600."""
+    with rlobs.Hub(["jsonl"], heartbeat_s=0) as hub, hub.run("private") as run:
+        run.step(1.0)
+    assert (runs_dir / f"{run.run_id}.jsonl").stat().st_mode & 0o777 == 0o600
