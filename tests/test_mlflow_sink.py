@@ -294,3 +294,20 @@ def test_mlflow_missing_is_reported_with_install_hint(tmp_path: Path, runs_dir: 
     last = done.stdout.strip().splitlines()[-1]
     assert last.startswith("False mlflow is not installed: pip install \"rlobs[mlflow]\"")
     assert last.endswith("finished")
+
+
+def test_keys_mlflow_refuses_are_sanitised_to_ones_it_takes(
+        mlflow_server: MlflowServer) -> None:
+    """Metric and param keys MLflow refuses ('.', '...', '..a', '/x', 'a//b') arrive
+    under sanitised names, nothing refused or lost."""
+    shapes = [".", "...", "..a", "/x", "a//b", "a/../b", ""]
+    with _hub(mlflow_server) as hub, \
+            hub.run("keys-a", params={k: 1 for k in shapes}) as run:
+        for i in range(3):
+            run.step(1.0, {k: float(i) for k in shapes})
+    assert hub.flush(60)
+    found = find_run(client(mlflow_server.url), run.run_id)
+    assert found.info.status == "FINISHED"
+    assert "rlobs.missing" not in found.data.tags
+    assert {"_", "___", "_.a", "x", "a/b", "a/__/b"} <= set(found.data.metrics)
+    assert {"_", "___", "_.a", "x", "a/b", "a/__/b"} <= set(found.data.params)
