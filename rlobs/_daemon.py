@@ -75,20 +75,39 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
+def _starting_path(directory: Path, digest: str) -> Path:
+    return shipper_file(directory, digest, "starting")
+
+
+def _starting(directory: Path, digest: str) -> bool:
+    """Whether a shipper was started and has not taken its lock yet (its process lives)."""
+    try:
+        pid, spawned = _starting_path(directory, digest).read_text().split()
+        if time.time() - float(spawned) > _START_GRACE_S:
+            return False
+        os.kill(int(pid), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def take_shipper_lock(directory: Path, digest: str) -> int | None:
     """Become the shipper of a configuration (``rlobs sync`` does, for the runs it
-    ships): the lock's fd, or ``None`` if a live shipper holds it. Close the fd to let go.
+    ships): the lock's fd, or ``None`` if a shipper holds it or is starting. Close the fd
+    to let go.
     """
+    if _starting(directory, digest):
+        return None
     return _try_lock(_lock_path(directory, digest))
 
 
 def shipper_alive(directory: Path, digest: str) -> bool:
-    """Whether the shipper of this configuration holds its lock now."""
+    """Whether the shipper of this configuration holds its lock now, or is starting."""
     fd = _try_lock(_lock_path(directory, digest))
     if fd is None:
         return True
     os.close(fd)
-    return False
+    return _starting(directory, digest)
 
 
 class ShipperLink:
@@ -110,7 +129,7 @@ class ShipperLink:
         self._spawned_at = 0.0
 
     def alive(self) -> bool:
-        """Whether a shipper of this configuration holds its lock now."""
+        """Whether a shipper of this configuration holds its lock now, or is starting."""
         return shipper_alive(self.directory, self.digest)
 
     def ensure(self) -> bool:
@@ -141,6 +160,11 @@ class ShipperLink:
             env, file_actions=actions, setsid=True)
         self._spawned_at = time.monotonic()
         self.spawned += 1
+        # Until it holds its lock, this says a shipper is on its way (to other processes
+        # of this configuration and to `rlobs sync`, so neither starts a second one).
+        with contextlib.suppress(OSError):
+            _starting_path(self.directory, self.digest).write_text(
+                f"{self._pid} {time.time()}")
 
     def _starting(self) -> bool:
         """Whether the shipper this process started is still starting up."""
@@ -189,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     directory, digest = Path(args[0]), args[1]
     fd = _try_lock(_lock_path(directory, digest))
+    with contextlib.suppress(OSError):
+        _starting_path(directory, digest).unlink()
     if fd is None:
         return 0  # another shipper of this configuration is alive
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,

@@ -331,8 +331,13 @@ class Run:
 
         A path that does not exist is logged and counted in ``rejected``, not raised.
         """
-        resolved = Path(fspath(path)).resolve()
-        if not resolved.exists():
+        try:
+            resolved = Path(fspath(path)).resolve()
+            found = resolved.exists()
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+            self._reject("artifact", repr(path), why=str(exc))
+            return
+        if not found:
             self._reject("artifact", str(resolved), why="no such file")
             return
         self._emit(Artifact(self.run_id, str(resolved), artifact_path, wall_ns()))
@@ -346,8 +351,9 @@ class Run:
         """
         try:
             digest = file_sha256(path)
-        except OSError as exc:
-            self._reject("input", str(path), why=exc.strerror or str(exc))
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self._reject("input", repr(path), why=why)
             return None
         label = name or Path(fspath(path)).name
         self._update(tags={f"rlobs.input.{label}.sha256": digest,

@@ -274,6 +274,9 @@ class Shipper:
             if run.writer != "alive" or (not now and moment - run.checked < self.check_s):
                 continue
             run.checked = moment
+            if not run.path.exists():  # deleted: nothing left to ship, no reason to wait
+                run.writer, run.ended_at = "gone", moment - self.linger_s
+                continue
             if writer_alive(run.path):
                 continue
             pid = run.start.tags.get("rlobs.pid", "?") if run.start.tags else "?"

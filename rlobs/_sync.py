@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import environment_variables as ev
-from ._daemon import shipper_alive, take_shipper_lock
+from ._daemon import digest_of, shipper_alive, spec_of, take_shipper_lock
 from ._events import RunStart
 from ._exceptions import RlobsError
 from ._follow import first_event, size_of, writer_alive
@@ -61,10 +61,14 @@ class SyncReport:
     runs: list[RunOutcome] = field(default_factory=list)
     not_logs: list[Path] = field(default_factory=list)
 
+    no_sinks: bool = False
+    """No sink was selected, and some run was not being shipped by a live shipper."""
+
     @property
     def complete(self) -> bool:
         """Whether every run is complete in every sink (and every path was a run log)."""
-        return not self.not_logs and all(run.complete for run in self.runs)
+        return not self.not_logs and not self.no_sinks and all(
+            run.complete for run in self.runs)
 
 
 def log_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -107,6 +111,7 @@ def sync(paths: Iterable[str | os.PathLike[str]], sinks: Iterable[str | Sink] | 
     chosen = [s for s in build_sinks(selected_names(env) if sinks is None else sinks, env)
               if not s.run_log]
     report = SyncReport()
+    ours = digest_of(spec_of(s for s in chosen if s.shipper and s.ship_env() is not None))
     shipper = Shipper(chosen, linger_s=timeout_s, check_s=0.0)
     todo: dict[str, RunOutcome] = {}
     live: dict[str, tuple[RunOutcome, RunStart]] = {}
@@ -118,8 +123,14 @@ def sync(paths: Iterable[str | os.PathLike[str]], sinks: Iterable[str | Sink] | 
             continue
         outcome = RunOutcome(path, start.run_id)
         report.runs.append(outcome)
-        if not force and start.shipper and not _shipper_role(locks, path.parent, start.shipper):
+        # Its own shipper's configuration (or no sink chosen: then sync only waits for it
+        # and reports): wait for a live shipper rather than ship the run twice at once.
+        theirs = start.shipper is not None and (not chosen or start.shipper == ours)
+        if not force and theirs and not _shipper_role(locks, path.parent, start.shipper or ""):
             live[start.run_id] = (outcome, start)
+        elif not chosen:
+            if not _recorded(outcome, None):
+                report.no_sinks = True
         elif force or not _recorded(outcome, chosen):
             todo[start.run_id] = outcome
             shipper.track(path, start)
@@ -151,15 +162,16 @@ def _shipper_role(locks: dict[tuple[Path, str], int | None], directory: Path,
     return locks[key] is not None
 
 
-def _recorded(outcome: RunOutcome, sinks: list[Sink]) -> bool:
-    """Fill ``outcome`` from the delivery record if every sink holds the whole run."""
+def _recorded(outcome: RunOutcome, sinks: list[Sink] | None) -> bool:
+    """Fill ``outcome`` from the delivery record if every sink (``None``: every sink the
+    record names) holds the whole run."""
     done = deliveries(outcome.path.parent, outcome.run_id)
     size = size_of(outcome.path)
-    if not sinks or not all(done.get(s.name, {}).get("state") == "complete"
-                            and done[s.name].get("size", -1) >= size for s in sinks):
+    names = list(done) if sinks is None else [s.name for s in sinks]
+    if not names or not all(done.get(n, {}).get("state") == "complete"
+                            and done[n].get("size", -1) >= size for n in names):
         return False
-    outcome.sinks = [SinkOutcome(s.name, "skipped", done[s.name].get("delivered", 0))
-                     for s in sinks]
+    outcome.sinks = [SinkOutcome(n, "skipped", done[n].get("delivered", 0)) for n in names]
     return True
 
 
@@ -250,6 +262,9 @@ def _cmd_sync(args: argparse.Namespace) -> int:
                             f"({sink.delivered} events{lost}){extra}")
     if not report.runs:
         console().print("no run logs found")
+    if report.no_sinks:
+        console().print("[red]no sink selected[/red]: set RLOBS_SINKS (or a sink's own "
+                        "variable, e.g. MLFLOW_TRACKING_URI), or pass --sinks")
     total = len(report.runs)
     whole = sum(run.complete for run in report.runs)
     console().print(f"{whole} of {total} runs complete in every sink")

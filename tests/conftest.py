@@ -58,3 +58,14 @@ def mlflow_server_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mlflo
     yield server
     server.stop()
     drop_pg_database(uri)
+
+
+@pytest.fixture(autouse=True)
+def fresh_default_hub() -> Iterator[None]:
+    """Each test gets its own process-wide default hub (built from its own environment)."""
+    yield
+    from rlobs import _hub
+
+    hub, _hub._default = _hub._default, None
+    if hub is not None:
+        hub.close()

@@ -221,3 +221,11 @@ def test_a_real_mlflow_run_takes_every_accepted_value(
     assert "rlobs.missing" not in found.data.tags, found.data.tags.get("rlobs.missing")
     finite = [i for i, (r, _) in enumerate(steps) if is_number(r) and math.isfinite(float(r))]
     assert steps_of(c, found.info.run_id, "step_reward") == finite
+
+
+def test_a_nul_byte_in_an_artifact_or_input_path_is_counted_not_raised(hub: rlobs.Hub) -> None:
+    """Paths the OS cannot take (a NUL byte) are rejected and counted like missing ones."""
+    with hub.run("prop-nul") as run:
+        run.log_artifact("/tmp/a\x00b")
+        assert run.log_input_hash("/tmp/a\x00b") is None
+    assert run.result is not None and run.result.rejected == 2
