@@ -33,6 +33,7 @@ from ._writer import BACKLOG, RunFile, Writer
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _UNSET: Any = object()
+_ZERO, _ONE = 0, 1  # Run.step's defaults, compared by identity (small ints are shared)
 
 _current_run: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
     "rlobs_current_run", default=None
@@ -220,6 +221,8 @@ class Run:
         *,
         done: bool = False,
         truncated: bool = False,
+        episodes: int = 0,
+        env_steps: int = 1,
     ) -> None:
         """Record one agent step. Non-blocking, about a microsecond.
 
@@ -230,7 +233,16 @@ class Run:
                 the step, counted in ``RunEnd.rejected`` and logged once per cause.
             done: the episode terminated at this step.
             truncated: the episode was cut off at this step (time limit).
+            episodes: episodes of sub-envs that ended at this step (a vector step), which
+                ``done``/``truncated`` cannot say; counted in ``run.episodes`` and
+                ``RunEnd.episodes``. Not a non-negative int: counted, taken as 0.
+            env_steps: env steps this record stands for (a vector step of ``n`` sub-envs
+                on the env-step axis: ``n``); the step index advances by ``env_steps`` and
+                the record carries the last index. Not a positive int: counted, taken
+                as 1.
         """
+        if episodes is not _ZERO or env_steps is not _ONE:  # identity: the usual call
+            episodes, env_steps = self._counts(episodes, env_steps)
         if reward.__class__ is not float:
             reward = self._coerce_reward(reward)
         if metrics:
@@ -255,9 +267,9 @@ class Run:
                 if self._ignored == 1:
                     self._ignoring()
                 return
-            index = self._steps
+            index = self._steps + env_steps - 1
             total = self._total + reward
-            episode = self._episodes
+            episode = self._episodes + episodes
             ep_return = self._ep_return + reward
             pending = self._pending
             if ended:
@@ -266,14 +278,15 @@ class Run:
                 pending.append(StepLine(self.run_id, index, reward, total, clean, done,
                                         truncated, episode, ep_return,
                                         index + 1 - self._ep_first,
-                                        _now_ns() + _WALL_OFFSET_NS, 1))
+                                        _now_ns() + _WALL_OFFSET_NS, env_steps, 1))
                 self._episodes = episode + 1
                 self._ep_return = 0.0
                 self._ep_first = index + 1
             else:
                 pending.append(StepLine(self.run_id, index, reward, total, clean, False,
                                         False, episode, None, None,
-                                        _now_ns() + _WALL_OFFSET_NS, 1))
+                                        _now_ns() + _WALL_OFFSET_NS, env_steps, 1))
+                self._episodes = episode
                 self._ep_return = ep_return
             self._steps = index + 1
             self._total = total
@@ -461,6 +474,16 @@ class Run:
             return math.nan
         return float(value)
 
+    def _counts(self, episodes: Any, env_steps: Any) -> tuple[int, int]:
+        """``episodes``/``env_steps`` as ints; one that is not is counted and defaulted."""
+        if not (_is_int(episodes) and episodes >= 0):
+            self._reject("episodes", episodes, why="not a non-negative int")
+            episodes = 0
+        if not (_is_int(env_steps) and env_steps >= 1):
+            self._reject("env_steps", env_steps, why="not a positive int")
+            env_steps = 1
+        return int(episodes), int(env_steps)
+
     def _flag(self, value: Any, name: str) -> bool:
         """``done``/``truncated`` as a bool; one whose truth is undefined (an array, a meta
         tensor) is rejected, counted, and taken as false."""
@@ -545,6 +568,19 @@ class Run:
     def __repr__(self) -> str:
         state = "ended" if self._end else ("active" if self._started else "new")
         return f"<Run {self.name!r} id={self.run_id} {state} steps={self._steps}>"
+
+
+def _is_int(value: Any) -> bool:
+    """An int, numpy integer or integral 0-d tensor (not a bool, not a float)."""
+    if value.__class__ is int:
+        return True
+    if isinstance(value, bool | float) or not hasattr(value, "__index__"):
+        return False
+    try:
+        value.__index__()
+    except Exception:  # a float tensor, a meta tensor
+        return False
+    return True
 
 
 _runs: weakref.WeakSet[Run] = weakref.WeakSet()

@@ -67,8 +67,8 @@ class RunBoard:
     def add(self, step: Step) -> None:
         """Account one step (on the sink's worker, once per step: kept lean)."""
         index = step.step
-        if index != self.steps:
-            self.missed += max(0, index - self.steps)
+        if index != self.steps + step.env_steps - 1:  # a record may stand for many env steps
+            self.missed += max(0, index - step.env_steps + 1 - self.steps)
         self.steps = index + 1
         self.total_reward = step.cumulative_reward
         self.last_ns = step.time_ns
