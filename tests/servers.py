@@ -43,7 +43,7 @@ class MlflowServer:
         self.log_path = workdir / "mlflow-server.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout_s: float = 90.0) -> MlflowServer:
+    def start(self, timeout_s: float = 180.0) -> MlflowServer:
         """Start and wait until ``/health`` answers."""
         mlflow_bin = Path(sys.executable).with_name("mlflow")
         cmd = [str(mlflow_bin), "server", "--backend-store-uri", self.backend_uri,
