@@ -208,12 +208,14 @@ class RlobsCallback(BaseCallback):
         run = self.run or self.last_run
         return run.run_id if run is not None else None
 
-    def mlflow_run_id(self, timeout_s: float = 10.0) -> str | None:
+    def mlflow_run_id(self, *, tracking_uri: str | None = None,
+                      timeout_s: float = 10.0) -> str | None:
         """The MLflow run id of this callback's run when the MLflow sink records it.
 
         The shipper creates the MLflow run shortly after the run starts; this waits up to
-        ``timeout_s`` for it (found by its ``rlobs.run_id`` tag). ``None`` when there is
-        no run or MLflow has none for it in time.
+        ``timeout_s`` for it (found by its ``rlobs.run_id`` tag on ``tracking_uri``,
+        default ``MLFLOW_TRACKING_URI``). ``None`` when there is no run or MLflow has
+        none for it in time.
 
         Raises:
             ImportError: mlflow is not installed.
@@ -225,7 +227,7 @@ class RlobsCallback(BaseCallback):
             return None
         deadline = time.monotonic() + timeout_s
         while True:
-            found = mlflow_run_id(run_id)
+            found = mlflow_run_id(run_id, tracking_uri=tracking_uri)
             if found is not None or time.monotonic() >= deadline:
                 return found
             time.sleep(0.2)
