@@ -75,6 +75,8 @@ def readable(value: Any) -> Any:
         return {str(k): readable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [readable(v) for v in value]
+    if getattr(value, "ndim", 0) != 0 and hasattr(value, "tolist"):  # an array
+        return readable(value.tolist())
     if callable(value) and not hasattr(value, "ndim"):  # an SB3 schedule: 1.0 = start
         try:
             return readable(value(1.0))
@@ -119,8 +121,8 @@ def _numbers(values: Mapping[str, Any]) -> dict[str, float]:
     """The numeric values of an SB3 log dump (numpy and torch scalars included)."""
     out: dict[str, float] = {}
     for key, value in values.items():
-        if isinstance(value, bool | str) or value is None:
-            continue
+        if isinstance(value, bool | str) or value is None or getattr(value, "ndim", 0) != 0:
+            continue  # flags, text, arrays (histograms), None
         number = as_number(value)
         if number is not None:
             out[key] = float(number)
@@ -370,6 +372,10 @@ class RlobsCallback(BaseCallback):
         """End a run whose learn() raised (found stale, or at an uncaught exception)."""
         run = self.run
         if run is None:
+            return
+        if not run.active:  # ended meanwhile (a signal handler ended every open run)
+            self.run, self.last_run, self._learn_frame = None, run, None
+            _untrack(self)
             return
         if exc is None:
             exc = RuntimeError(_UNFINISHED)
