@@ -402,7 +402,9 @@ class RlobsCallback(BaseCallback):
 
 # ---------------------------------------------------------------------- stale runs
 
-_training: weakref.WeakSet[RlobsCallback] = weakref.WeakSet()
+_training: set[RlobsCallback] = set()
+"""Callbacks whose run is open: held strongly, so a callback dropped after its learn()
+raised (and its stale run, still current) is found by the next learn()."""
 _lock = threading.Lock()
 _hooks_installed = False
 
