@@ -39,6 +39,11 @@ def console() -> Console:
     return _console
 
 
+def errors() -> Console:
+    """The console for errors and notices (standard error)."""
+    return _errors
+
+
 def status_table(hub: Hub) -> Table:
     """A table of a hub's sinks: availability, detail and counters."""
     table = Table(title="sinks")
