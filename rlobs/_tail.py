@@ -142,7 +142,7 @@ def watch(path: Path, sink: Sink, *, timeout_s: float | None = None) -> RunEnd:
                 sink.flush()
             elif type(event) is not Span or sink.wants_spans:
                 hooks[type(event)](event)
-                end = event if type(event) is RunEnd else None  # type: ignore[assignment]
+                end = event if type(event) is RunEnd else None
         raise AssertionError("unreachable: follow() only stops by raising")
     finally:
         sink.flush()

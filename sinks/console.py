@@ -49,6 +49,29 @@ def number(value: float) -> str:
     return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
 
 
+class SerialConsole(Console):
+    """A console that renders for one thread at a time.
+
+    Rich computes where a live display's cursor must go back to, then writes the text
+    that follows from a per-thread buffer when the outermost ``with console`` block
+    exits. When the user prints (through the live display's stdout proxy) while the
+    sink's worker refreshes, the two interleave and a stale live line stays on screen.
+    Holding the console's lock for each whole block — and giving the live display that
+    same lock — keeps each cursor move and its text together.
+    """
+
+    def __enter__(self) -> SerialConsole:
+        self._lock.acquire()
+        super().__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            super().__exit__(*exc)
+        finally:
+            self._lock.release()
+
+
 @dataclass
 class RunBoard:
     """What the console knows about one run."""
@@ -171,8 +194,8 @@ class ConsoleSink(Sink):
     def __init__(self, file: IO[str] | None = None, *, refresh_s: float = 0.25,
                  interval_s: float = 5.0, window: int = 100,
                  terminal: bool | None = None) -> None:
-        self.console = Console(file=file or sys.stdout, force_terminal=terminal,
-                               highlight=False)
+        self.console = SerialConsole(file=file or sys.stdout, force_terminal=terminal,
+                                     highlight=False)
         self.live_mode = self.console.is_terminal if terminal is None else terminal
         self.refresh_s = refresh_s
         self.interval_s = interval_s
@@ -194,6 +217,7 @@ class ConsoleSink(Sink):
     def open(self) -> None:
         if self.live_mode:
             self._live = Live(console=self.console, auto_refresh=False, transient=True)
+            self._live._lock = self.console._lock  # one lock: see SerialConsole
             self._live.start()
 
     def on_run_start(self, event: RunStart) -> None:
