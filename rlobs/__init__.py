@@ -49,6 +49,7 @@ from ._settings import env_bool, env_float, env_int
 from ._sink import Delivery, Overflow, Sink, require
 from ._span import SpanScope
 from ._sync import SyncReport, sync
+from ._tally import RunEntry, RunTally, list_runs
 from ._worker import SinkStatus
 
 __all__ = [
@@ -66,10 +67,12 @@ __all__ = [
     "RlobsError",
     "Run",
     "RunEnd",
+    "RunEntry",
     "RunFileError",
     "RunLog",
     "RunStart",
     "RunStatus",
+    "RunTally",
     "RunUpdate",
     "Sink",
     "SinkStatus",
@@ -92,6 +95,7 @@ __all__ = [
     "flatten_params",
     "is_secret_key",
     "iter_events",
+    "list_runs",
     "log_result",
     "read_run",
     "redact_uri",
