@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import math
 import os
+import sysconfig
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, cast
@@ -27,8 +28,10 @@ BACKENDS = ("auto", "onnx", "export", "script", "compile", "cudagraph", "eager")
 DEFAULT_BACKEND = "auto"
 
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
-# torch's deprecations name their caller (stacklevel): during a build that is this package.
+# torch's deprecations name their caller (stacklevel): during a build that is this package,
+# or the standard library torch called (copy/copyreg deep-copying torch's own objects).
 _OWN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_STDLIB_DIR = sysconfig.get_paths()["stdlib"] + os.sep
 
 # Outputs of a compiled callable must match eager to this tolerance (float32, reordered
 # reductions in fused kernels).
@@ -114,8 +117,8 @@ def eager_method(module: torch.nn.Module, method: str) -> Callable[..., Any]:
 
 @contextlib.contextmanager
 def torch_warnings_logged(backend: str) -> Iterator[None]:
-    """Route warnings raised from torch's files (or attributed to this package's, which
-    called torch) to the log; re-issue the others.
+    """Route warnings raised from torch's files (or attributed to this package's or the
+    standard library's, which torch called) to the log; re-issue the others.
 
     torch >= 2.11 deprecates ``jit.script`` with a DeprecationWarning from its own files,
     and inductor's first compile imports a module that warns the same way. Caught here,
@@ -135,7 +138,7 @@ def torch_warnings_logged(backend: str) -> Iterator[None]:
 def _route_warnings(caught: list[warnings.WarningMessage], backend: str) -> None:
     logged = set()
     for w in caught:
-        if w.filename.startswith((_TORCH_DIR, _OWN_DIR)):
+        if w.filename.startswith((_TORCH_DIR, _OWN_DIR, _STDLIB_DIR)):
             text = f"{w.category.__name__}: {w.message}"
             if text not in logged:
                 logged.add(text)
@@ -233,6 +236,11 @@ def build(module: torch.nn.Module, method: str, backend: str, *,
             fn = _BUILDERS[backend](module, method, options or {})
             if example is not None:
                 check_outputs(fn, eager, example)
+                # A per-signature callable runs eager for inputs it could not compile:
+                # at build, that is the backend failing on the example.
+                per_call = getattr(fn, "fallback", None)
+                if per_call:
+                    raise RuntimeError(per_call)
     except Exception as exc:  # any compiler or capture failure: run eager instead
         return Built(eager, "eager", fallback(backend, exc, module, method))
     return Built(fn, backend, None)

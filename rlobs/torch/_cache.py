@@ -52,4 +52,4 @@ def module_key(module: torch.nn.Module, method: str, signature: Any, backend: st
 
 def temporary_path(final: Path) -> Path:
     """A path beside ``final`` unique to this process, for writing before the move."""
-    return final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    return final.with_name(f".{final.stem}.{os.getpid()}.tmp{final.suffix}")
