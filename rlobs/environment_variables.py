@@ -37,7 +37,13 @@ RLOBS_HANDLE_SIGNALS = "RLOBS_HANDLE_SIGNALS"
 
 RLOBS_ACTOR_BACKEND = "RLOBS_ACTOR_BACKEND"
 """Backend of actors wrapped by :func:`rlobs.torch.instrument` when none is passed:
-``auto``, ``script``, ``compile``, ``cudagraph`` or ``eager``. Default ``auto``."""
+``auto``, ``onnx``, ``export``, ``script``, ``compile``, ``cudagraph`` or ``eager``.
+Default ``auto``."""
+
+RLOBS_ACTOR_CACHE_DIR = "RLOBS_ACTOR_CACHE_DIR"
+"""Directory where the ``export`` actor backend keeps its compiled packages (one per
+module code, weights, input shape and torch version), so a restarted process loads them
+instead of compiling again. Default ``~/.cache/rlobs/actors``."""
 
 RLOBS_JSONL_MODE = "RLOBS_JSONL_MODE"
 """Permission bits of new run logs, in octal (the umask still applies). Default ``600``:
