@@ -114,6 +114,13 @@ class RlobsTuneCallback(Callback):
         self._iterations: dict[str, int] = {}  # reports per trial
         self._ended: dict[str, str] = {}  # trial id → its run's id
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Tune saves its callbacks with the experiment's state: leave out the hub and the
+        open runs (a restored experiment logs on the restoring process's own hub)."""
+        state = dict(self.__dict__)
+        state.update(_hub=None, parent=None, trials={})
+        return state
+
     # ------------------------------------------------------------------ Tune's hooks
 
     @_guarded
