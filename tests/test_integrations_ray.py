@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-ray = pytest.importorskip("ray")
-
+import ray
 from mlflow_support import client, experiment_name, find_run, poll
 from servers import MlflowServer
 
@@ -295,7 +293,7 @@ def test_the_actors_traces_hang_off_the_parents(rollout: dict[str, Any]) -> None
 @ray.remote(num_cpus=0.25, max_calls=0)
 def _task(parent_id: str, index: int, steps: int) -> tuple[int, str]:
     with worker_run(f"task-{index}", parent=parent_id) as run:
-        for k in range(steps):
+        for _ in range(steps):
             run.step(float(index))
     return os.getpid(), run.run_id
 
