@@ -66,10 +66,13 @@ def _mlflow_runs(url: str, experiment_id: str) -> dict[str, Any]:
     return {r.data.tags["rlobs.name"]: r for r in client(url).search_runs([experiment_id])}
 
 
-def _trace_tree(url: str, experiment_id: str, runs: int) -> tuple[Any, list[Any]]:
-    """The experiment's one trace once it holds ``runs`` run spans: (root, its children)."""
+def _trace_tree(url: str, experiment_id: str, root_name: str, runs: int
+                ) -> tuple[Any, list[Any]]:
+    """The trace whose root is ``root_name``'s run span, once it holds ``runs`` run
+    spans: (root, its children)."""
     def stored() -> Any:
-        traces = list(client(url).search_traces(locations=[experiment_id]))
+        traces = [t for t in client(url).search_traces(locations=[experiment_id])
+                  if any(s.parent_id is None and s.name == root_name for s in t.data.spans)]
         spans = [s for t in traces for s in t.data.spans if s.name.startswith("invoke_agent")]
         return traces if len(spans) >= runs else None
 
@@ -92,44 +95,70 @@ def _trainable(config: dict[str, Any]) -> None:
         tune.report({"score": config["x"] * (i + 1), "nested": {"x": config["x"]}})
 
 
-@pytest.fixture(scope="module")
-def sweep(cluster: None, mlflow_server_pg: MlflowServer,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """4 trials × up to 50 reports under ASHA; one trial fails at its 4th report."""
+def _tuner(base: Path, callback: RlobsTuneCallback) -> Any:
+    """4 trials × up to 50 reports under ASHA; the trial with x=3 fails at its 4th."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    base = tmp_path_factory.mktemp("sweep")
+    return tune.Tuner(
+        _trainable,
+        param_space={"x": tune.grid_search([4, 3, 2, 1]),
+                     "fail": tune.sample_from(lambda spec: spec.config.x == 3)},
+        tune_config=tune.TuneConfig(
+            metric="score", mode="max", max_concurrent_trials=2, reuse_actors=True,
+            # max_t above the trials' length: a trial that reaches 50 ends on its own.
+            scheduler=ASHAScheduler(max_t=2 * REPORTS, grace_period=5, reduction_factor=2)),
+        run_config=tune.RunConfig(name="sweep", storage_path=str(base / "tune"),
+                                  callbacks=[callback], verbose=0))
+
+
+@pytest.fixture(scope="module")
+def logged(cluster: None, mlflow_server_pg: MlflowServer,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Both scenarios at once, into one MLflow experiment through one shipper: the
+    rollout's 4 actors work (actor 2 waits mid-run to be killed) while the sweep runs."""
+    base = tmp_path_factory.mktemp("ray")
     env = _backends(mlflow_server_pg, base / "runs")
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
             if not key.startswith("_"):
                 patch.setenv(key, value)
-        hub = Hub()
-        callback = RlobsTuneCallback("sweep", metric="score", mode="max", hub=hub)
-        tuner = tune.Tuner(
-            _trainable,
-            param_space={"x": tune.grid_search([4, 3, 2, 1]),
-                         "fail": tune.sample_from(lambda spec: spec.config.x == 3)},
-            tune_config=tune.TuneConfig(
-                metric="score", mode="max", max_concurrent_trials=2,
-                # max_t above the trials' length: a trial that reaches 50 ends on its own.
-                scheduler=ASHAScheduler(max_t=2 * REPORTS, grace_period=5, reduction_factor=2)),
-            run_config=tune.RunConfig(name="sweep", storage_path=str(base / "tune"),
-                                      callbacks=[callback], verbose=0))
-        grid = tuner.fit()
-        hub.close()
-        report = sync([base / "runs"], timeout_s=120)
+        with Hub() as hub:
+            callback = RlobsTuneCallback("sweep", metric="score", mode="max", hub=hub)
+            with hub.run("rollout", params={"actors": ACTORS}) as parent:
+                actors, ids, work = _start_rollout(parent, env)
+                grid = _tuner(base, callback).fit()
+                _kill_victim(actors, ids, work, base / "runs")
+        report = sync([base / "runs"], timeout_s=120)  # waits for the shipper to finish
         assert report.complete, report
-    trials = {r.config["x"]: r for r in grid}
-    yield {"env": env, "grid": trials, "runs": base / "runs", "callback": callback,
-           "url": mlflow_server_pg.url}
+        assert len(report.runs) == 5 + ACTORS + 1
+    yield {"env": env, "grid": {r.config["x"]: r for r in grid}, "runs": base / "runs",
+           "callback": callback, "url": mlflow_server_pg.url, "ids": ids,
+           "parent": parent.run_id}
+
+
+@pytest.fixture(scope="module")
+def sweep(logged: dict[str, Any]) -> dict[str, Any]:
+    """The Tune scenario's results."""
+    return logged
+
+
+@pytest.fixture(scope="module")
+def rollout(logged: dict[str, Any]) -> dict[str, Any]:
+    """The actors scenario's results."""
+    return logged
+
+
+def _sweep_runs(sweep: dict[str, Any]) -> dict[str, Any]:
+    """The sweep's MLflow runs (the experiment holds the rollout's too)."""
+    runs = _mlflow_runs(sweep["url"], sweep["env"]["_EXPERIMENT_ID"])
+    return {n: r for n, r in runs.items() if not n.startswith("rollout")}
 
 
 def test_a_sweep_is_one_parent_and_a_child_per_trial(sweep: dict[str, Any]) -> None:
     """MLflow holds the experiment's run and its 4 trials nested under it, with the
     trials' configs as params."""
-    runs = _mlflow_runs(sweep["url"], sweep["env"]["_EXPERIMENT_ID"])
+    runs = _sweep_runs(sweep)
     assert len(runs) == 5
     parent = runs.pop("sweep")
     assert {r.data.tags.get("mlflow.parentRunId") for r in runs.values()} == {
@@ -142,7 +171,7 @@ def test_a_sweep_is_one_parent_and_a_child_per_trial(sweep: dict[str, Any]) -> N
 def test_every_report_is_one_step_exactly_once(sweep: dict[str, Any]) -> None:
     """Each trial's ``score`` history is its reports 1..n once each, n as Tune counts them."""
     tracking = client(sweep["url"])
-    runs = _mlflow_runs(sweep["url"], sweep["env"]["_EXPERIMENT_ID"])
+    runs = _sweep_runs(sweep)
     by_x = {int(r.data.params["x"]): r for n, r in runs.items() if n != "sweep"}
     for x, result in sweep["grid"].items():
         reported = 3 if x == 3 else int(result.metrics["training_iteration"])
@@ -155,7 +184,7 @@ def test_every_report_is_one_step_exactly_once(sweep: dict[str, Any]) -> None:
 
 def test_trial_states_become_run_statuses(sweep: dict[str, Any]) -> None:
     """TERMINATED → FINISHED; ERROR → FAILED with its error; ASHA's early stops tagged."""
-    runs = _mlflow_runs(sweep["url"], sweep["env"]["_EXPERIMENT_ID"])
+    runs = _sweep_runs(sweep)
     by_x = {int(r.data.params["x"]): r for n, r in runs.items() if n != "sweep"}
     assert by_x[3].info.status == "FAILED"
     assert by_x[3].data.tags["ray.tune.trial_status"] == "ERROR"
@@ -169,13 +198,14 @@ def test_trial_states_become_run_statuses(sweep: dict[str, Any]) -> None:
         early += [x] * stopped
     assert by_x[4].data.tags["ray.tune.stopped_early"] == "false"
     assert early, "ASHA stopped no trial early"
-    logs = {read_run(p).start.params.get("x"): read_run(p) for p in sweep["runs"].glob("*.jsonl")}
+    logs = {log.start.params.get("x"): log for p in sweep["runs"].glob("*.jsonl")
+            if (log := read_run(p)).start.name != "sweep"}
     assert "ValueError: diverged" in (logs[3].end.error or "")
 
 
 def test_the_best_trial_is_tagged_on_the_parent(sweep: dict[str, Any]) -> None:
     """The parent names the trial Tune itself ranks best, and its score."""
-    runs = _mlflow_runs(sweep["url"], sweep["env"]["_EXPERIMENT_ID"])
+    runs = _sweep_runs(sweep)
     parent = runs["sweep"]
     best = sweep["grid"][4]  # x=4 scores highest at every iteration and runs to the end
     assert parent.data.tags["ray.tune.best_trial_id"] == best.metrics["trial_id"]
@@ -186,7 +216,8 @@ def test_the_best_trial_is_tagged_on_the_parent(sweep: dict[str, Any]) -> None:
 
 def test_the_trials_traces_hang_off_the_experiments(sweep: dict[str, Any]) -> None:
     """One trace: the experiment's run span holds the 4 trials' run spans."""
-    root, children = _trace_tree(sweep["url"], sweep["env"]["_EXPERIMENT_ID"], 5)
+    root, children = _trace_tree(sweep["url"], sweep["env"]["_EXPERIMENT_ID"],
+                                 "invoke_agent sweep", 5)
     assert root.name == "invoke_agent sweep"
     assert len(children) == 4
     parent_id = root.attributes["rlobs.run_id"]
@@ -201,12 +232,13 @@ class Rollout:
     """A rollout worker: one child run for its lifetime, under the driver's parent."""
 
     def __init__(self, index: int) -> None:
-        self.run = worker_run(f"rollout-{index}", tags={"worker": str(index)}).start()
+        self.run = worker_run(f"rollout-{index}", tags={"worker": str(index)})
 
     def run_id(self) -> str:
         return self.run.run_id
 
     def work(self, steps: int, stop_after: int | None = None) -> int:
+        self.run.start()
         for k in range(steps):
             if k == stop_after:
                 while True:  # wait here, mid-run, to be killed
@@ -216,35 +248,29 @@ class Rollout:
         return self.run.steps
 
 
-@pytest.fixture(scope="module")
-def rollout(cluster: None, mlflow_server_pg: MlflowServer,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """4 actors × 5k steps under one parent; actor 2 is killed with ``ray.kill`` mid-run."""
-    runs = tmp_path_factory.mktemp("rollout") / "runs"
-    env = _backends(mlflow_server_pg, runs)
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            if not key.startswith("_"):
-                patch.setenv(key, value)
-        with Hub() as hub, hub.run("rollout", params={"actors": ACTORS}) as parent:
-            # A child nests under its parent's MLflow run when its own is created.
-            assert poll(lambda: find_run(client(env["MLFLOW_TRACKING_URI"]), parent.run_id),
-                        timeout_s=30)
-            options = {"num_cpus": 0.25, "runtime_env": {"env_vars": worker_env(parent)}}
-            actors = [Rollout.options(**options).remote(i) for i in range(ACTORS)]
-            ids = ray.get([a.run_id.remote() for a in actors], timeout=120)
-            done = [a.work.remote(ACTOR_STEPS, KILL_AFTER if i == VICTIM else None)
-                    for i, a in enumerate(actors)]
-            victim_log = runs / f"{ids[VICTIM]}.jsonl"
-            assert poll(lambda: victim_log.exists()
-                        and len(read_run(victim_log).steps) == KILL_AFTER, timeout_s=60)
-            ray.kill(actors[VICTIM])
-            finished = ray.get([d for i, d in enumerate(done) if i != VICTIM], timeout=120)
-            assert finished == [ACTOR_STEPS] * (ACTORS - 1)
-        report = sync([runs], timeout_s=120)  # waits for the shipper: it seals the victim
-        assert report.complete, report
-    yield {"env": env, "runs": runs, "ids": ids, "parent": parent.run_id,
-           "url": mlflow_server_pg.url}
+def _start_rollout(parent: Any, env: dict[str, str]) -> tuple[list[Any], list[str], list[Any]]:
+    """4 actors × 5k steps under ``parent``, the parent's id in their environment."""
+    # No CPU reserved: the sweep's trials take the cluster's two.
+    options = {"num_cpus": 0, "runtime_env": {"env_vars": worker_env(parent)}}
+    actors = [Rollout.options(**options).remote(i) for i in range(ACTORS)]
+    ids = ray.get([a.run_id.remote() for a in actors], timeout=120)
+    # A child nests under its parent's MLflow run when its own is created: the actors
+    # start their runs once the parent's exists.
+    assert poll(lambda: find_run(client(env["MLFLOW_TRACKING_URI"]), parent.run_id),
+                timeout_s=60)
+    work = [a.work.remote(ACTOR_STEPS, KILL_AFTER if i == VICTIM else None)
+            for i, a in enumerate(actors)]
+    return actors, ids, work
+
+
+def _kill_victim(actors: list[Any], ids: list[str], work: list[Any], runs: Path) -> None:
+    """Kill actor 2 once its log holds its 2000 steps; the others finish."""
+    victim_log = runs / f"{ids[VICTIM]}.jsonl"
+    assert poll(lambda: victim_log.exists()
+                and len(read_run(victim_log).steps) == KILL_AFTER, timeout_s=60)
+    ray.kill(actors[VICTIM])
+    finished = ray.get([w for i, w in enumerate(work) if i != VICTIM], timeout=120)
+    assert finished == [ACTOR_STEPS] * (ACTORS - 1)
 
 
 def test_the_killed_actors_run_ends_killed_with_what_it_logged(rollout: dict[str, Any]
@@ -280,7 +306,7 @@ def test_the_other_actors_runs_are_whole(rollout: dict[str, Any]) -> None:
 def test_the_actors_traces_hang_off_the_parents(rollout: dict[str, Any]) -> None:
     """One trace: the driver's run span holds each actor's, the killed one's in error."""
     root, children = _trace_tree(rollout["url"], rollout["env"]["_EXPERIMENT_ID"],
-                                 ACTORS + 1)
+                                 "invoke_agent rollout", ACTORS + 1)
     assert root.attributes["rlobs.run_id"] == rollout["parent"]
     assert sorted(c.name for c in children) == sorted(
         f"invoke_agent rollout-{i}" for i in range(ACTORS))
