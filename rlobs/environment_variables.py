@@ -61,3 +61,8 @@ and records it incomplete, for ``rlobs sync`` to finish. Default ``300``."""
 RLOBS_SHIPPER_IDLE_S = "RLOBS_SHIPPER_IDLE_S"
 """Seconds the shipper stays once everything is shipped and no writer is alive, before
 it exits (a new run starts a new one). Default ``5``."""
+
+RLOBS_PARENT_ID = "RLOBS_PARENT_ID"
+"""The parent run id that a worker's run nests under when it is given none
+(:func:`rlobs.integrations.ray.worker_run`; set on the driver by
+:func:`rlobs.integrations.ray.worker_env`). Default: no parent."""
