@@ -49,6 +49,7 @@ from ._settings import env_bool, env_float, env_int
 from ._sink import Delivery, Overflow, Sink, require
 from ._span import SpanScope
 from ._sync import SyncReport, sync
+from ._traceids import TraceIds, otel_context, use_otel_context
 from ._worker import SinkStatus
 
 __all__ = [
@@ -78,6 +79,7 @@ __all__ = [
     "SpanScope",
     "Step",
     "SyncReport",
+    "TraceIds",
     "UnknownSinkError",
     "current_run",
     "default_hub",
@@ -93,6 +95,7 @@ __all__ = [
     "is_secret_key",
     "iter_events",
     "log_result",
+    "otel_context",
     "read_run",
     "redact_uri",
     "registered_sinks",
@@ -100,5 +103,6 @@ __all__ = [
     "run",
     "selected_names",
     "sync",
+    "use_otel_context",
     "wall_ns",
 ]

@@ -27,7 +27,9 @@ from ._exceptions import InvalidRunId
 from ._log import logger
 from ._params import clean_attributes, clean_tags, flatten_params, redact_text
 from ._provenance import file_sha256
+from ._settings import env_bool, env_int
 from ._span import NULL_SPAN, SpanScope, current_span_id
+from ._traceids import TraceIds
 from ._values import as_number
 from ._writer import BACKLOG, RunFile, Writer
 
@@ -111,6 +113,8 @@ class Run:
         self.name = str(name)
         self.run_id = check_run_id(run_id)
         self.parent_id = parent.run_id if isinstance(parent, Run) else parent
+        self._parent_key = (parent.trace_key if isinstance(parent, Run) else parent)
+        self._ids: TraceIds | None = None
         self.params = flatten_params(params)
         self.tags = clean_tags(tags)
         # A plain Lock (an RLock costs ~0.1 µs more per step); every wait on it outside the
@@ -133,6 +137,7 @@ class Run:
         self._count_lock = threading.Lock()
         self._next_span_id = itertools.count(1).__next__
         self._tokens: list[contextvars.Token[Run | None]] = []
+        self._otel_tokens: list[Any] = []
         _runs.add(self)
 
     # ------------------------------------------------------------------ state
@@ -179,6 +184,25 @@ class Run:
         return self._open
 
     @property
+    def trace_key(self) -> str:
+        """The key of the OpenTelemetry trace this run's spans go to (its root run's id)."""
+        return self.trace_ids.trace_key
+
+    @property
+    def trace_ids(self) -> TraceIds:
+        """The OpenTelemetry ids the ``otel`` sink gives this run's spans (see
+        :class:`rlobs.TraceIds`); final once the run started."""
+        if self._ids is None:
+            return TraceIds(self.run_id, TraceIds.key_for(self.run_id, self._parent_key, None))
+        return self._ids
+
+    @property
+    def span_sampling(self) -> tuple[int, int]:
+        """``(first, every)``: which steps' spans the ``otel`` sink keeps by default
+        (``RLOBS_OTEL_STEP_SPANS``, ``RLOBS_OTEL_STEP_EVERY``)."""
+        return (env_int("RLOBS_OTEL_STEP_SPANS", 1000), env_int("RLOBS_OTEL_STEP_EVERY", 100))
+
+    @property
     def log_path(self) -> Path | None:
         """The run's JSONL log (``None`` when no log is written)."""
         return self._ctx.writer.path_for(self.run_id)
@@ -201,9 +225,12 @@ class Run:
             try:
                 if last is not None:
                     self._continue_from(last)
+                resumed_at = self._steps if last is not None else None
                 event = self._ctx.describe(RunStart(
                     self.run_id, self.name, self.params, self.tags, self.parent_id,
-                    self._start_ns, resumed_at=self._steps if last is not None else None))
+                    self._start_ns, resumed_at=resumed_at))
+                self._ids = TraceIds(self.run_id, TraceIds.key_for(
+                    self.run_id, self._parent_key, resumed_at), resumed_at or 0)
             except BaseException:
                 writer.abort(rf)
                 raise
@@ -517,6 +544,7 @@ class Run:
     def __enter__(self) -> Run:
         self.start()
         self._tokens.append(_current_run.set(self))
+        self._attach_otel()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -527,6 +555,7 @@ class Run:
     async def __aenter__(self) -> Run:
         await anyio.to_thread.run_sync(self.start)
         self._tokens.append(_current_run.set(self))
+        self._attach_otel()
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
@@ -536,7 +565,27 @@ class Run:
         with anyio.CancelScope(shield=True):  # cleanup survives the caller's cancellation
             await anyio.to_thread.run_sync(self.end, status, error)
 
+    def _attach_otel(self) -> None:
+        """With ``RLOBS_OTEL_CONTEXT=1``, make :func:`rlobs.otel_context` current in the
+        block (OpenTelemetry instrumentation then nests under the run's spans)."""
+        if not env_bool("RLOBS_OTEL_CONTEXT", False):
+            return
+        try:
+            from ._traceids import otel_context
+
+            context = otel_context(self)
+            from opentelemetry import context as otel
+        except Exception as exc:  # OpenTelemetry missing: the run goes on without it
+            logger.warning("RLOBS_OTEL_CONTEXT is set but no OpenTelemetry context could "
+                           "be made", run=self.name, error=f"{type(exc).__name__}: {exc}")
+            return
+        self._otel_tokens.append((otel, otel.attach(context)))
+
     def _reset_current(self) -> None:
+        if self._otel_tokens:
+            otel, token = self._otel_tokens.pop()
+            with contextlib.suppress(Exception):  # another context than entered
+                otel.detach(token)
         if self._tokens:
             # ValueError: exited in another context than entered; nothing to undo there.
             with contextlib.suppress(ValueError):

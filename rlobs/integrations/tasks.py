@@ -186,12 +186,12 @@ def traced(name: str | None = None, *, as_step: bool = False,
                 if run is None:
                     return await func(*args, **kwargs)
                 start, result, failed = wall_ns(), None, True
-                with run.span(label, **attributes):
-                    try:
+                try:
+                    with run.span(label, **attributes):
                         result = await func(*args, **kwargs)
                         failed = False
-                    finally:
-                        _step(run, as_step, reward, result, failed, start)
+                finally:  # after the span: it belongs to this step, not the next
+                    _step(run, as_step, reward, result, failed, start)
                 return result
             return cast(Callable[P, R], call_async)
 
@@ -201,12 +201,12 @@ def traced(name: str | None = None, *, as_step: bool = False,
             if run is None:
                 return func(*args, **kwargs)
             start, result, failed = wall_ns(), None, True
-            with run.span(label, **attributes):
-                try:
+            try:
+                with run.span(label, **attributes):
                     result = func(*args, **kwargs)
                     failed = False
-                finally:
-                    _step(run, as_step, reward, result, failed, start)
+            finally:  # after the span: it belongs to this step, not the next
+                _step(run, as_step, reward, result, failed, start)
             return result
         return call_sync
     return decorate

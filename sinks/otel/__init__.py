@@ -227,15 +227,16 @@ class OtelSink(Sink):
         from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
         from ._export import parse_headers
-        from ._tracer import RunTracer
+        from ._tracer import FixedIds, RunTracer
 
         headers = {**parse_headers(self._env_headers), **self.headers}
         self._watch = self._watched_exporter(headers)
         resource = Resource.create({**_parse_plain(self.resource_attributes),
                                     "service.name": self.service_name})
         # Our own provider: never the global one; no atexit hook (the hub closes us).
+        ids = FixedIds()
         self._provider = TracerProvider(
-            sampler=ALWAYS_ON, resource=resource,
+            sampler=ALWAYS_ON, resource=resource, id_generator=ids,
             shutdown_on_exit=False,
             span_limits=SpanLimits(max_span_attributes=self.attribute_limit,
                                    max_attribute_length=self.max_length))
@@ -243,7 +244,7 @@ class OtelSink(Sink):
             self._watch, max_queue_size=_QUEUE, schedule_delay_millis=1000,
             max_export_batch_size=512))
         self._tracer = RunTracer(
-            self._provider.get_tracer("rlobs"), self.sampling,
+            self._provider.get_tracer("rlobs"), ids, self.sampling,
             attribute_limit=self.attribute_limit, max_length=self.max_length,
             max_open_runs=self.max_open_runs, max_pending_spans=self.max_pending_spans,
             metrics=self._open_metrics(resource, headers) if self.metrics else None)

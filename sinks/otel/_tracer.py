@@ -1,88 +1,129 @@
 """Builds OpenTelemetry spans from rlobs events, on the sink's worker thread.
 
 Imported only once the sink opens (it imports the OpenTelemetry SDK). Every span is built
-from the events' recorded timestamps, so building it late changes nothing it shows:
+from the events' recorded timestamps and gets the ids :class:`rlobs.TraceIds` derives from
+the run id and the log's span ids, so building it late, or twice (a replay), changes
+nothing it shows, and a parent's id is known before the parent is built:
 
 - the run span starts at ``RunStart.time_ns`` and stays open (this is the only span kept
   in memory) until ``RunEnd.time_ns``;
 - step ``k``'s span runs from step ``k-1``'s ``time_ns`` (step 0: the run's start) to its
   own, the time the agent spent producing that step;
-- a ``Span`` event becomes a child of its step (``Span.step == k``) with its own start and
-  end; it arrives before its step, so it waits (bounded) until the step does. Nested spans
-  keep their parent when it belongs to the same step, otherwise they hang off the step.
+- a ``Span`` event without a parent becomes a child of its step (``Span.step == k``); it
+  arrives before its step, so it waits (bounded) until the step does. A span with a parent
+  is the child of that span, whatever step either is filed under; it arrives before its
+  parent (a parent ends last) and waits for it, so that a whole tree is kept or skipped
+  with the step its top span belongs to.
 """
 
 from __future__ import annotations
 
+import random
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.trace import Link, SpanContext, Status, StatusCode, TraceFlags
 
-from rlobs import Artifact, RunEnd, RunStart, RunStatus, RunUpdate, Span, Step
+from rlobs import Artifact, RunEnd, RunStart, RunStatus, RunUpdate, Span, Step, TraceIds
 
 from . import _attributes as attributes
 from ._metrics import RunMetrics
 from ._sampling import StepSampling
 
 _ENDED = 4096
-"""Ended runs whose span a child that starts later still nests under."""
-_RECENT = 8
-"""Step contexts remembered for spans that arrive just after their step (another thread)."""
+"""Ended runs whose ids a child run that starts later still nests under."""
+_DONE = 4096
+"""Built spans per run remembered for children recorded after their parent ended."""
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+
+
+class FixedIds(IdGenerator):
+    """Hands the SDK the ids the tracer chose for the span it starts next (random ones for
+    spans started by anything else)."""
+
+    def __init__(self) -> None:
+        self._next = threading.local()
+
+    def use(self, trace_id: int, span_id: int) -> None:
+        """The ids of the next span started on this thread."""
+        self._next.trace_id, self._next.span_id = trace_id, span_id
+
+    def generate_trace_id(self) -> int:
+        value = getattr(self._next, "trace_id", None)
+        self._next.trace_id = None
+        return value if value is not None else random.getrandbits(128) or 1
+
+    def generate_span_id(self) -> int:
+        value = getattr(self._next, "span_id", None)
+        self._next.span_id = None
+        return value if value is not None else random.getrandbits(64) or 1
+
+
+def _context(trace_id: int, span_id: int) -> Context:
+    return trace.set_span_in_context(trace.NonRecordingSpan(SpanContext(
+        trace_id, span_id, is_remote=False, trace_flags=_SAMPLED)), Context())
 
 
 class _RunTrace:
     """One open run: its span and what its steps still need."""
 
-    __slots__ = ("attrs_dropped", "attrs_used", "ctx", "family", "last_ns", "next_step",
-                 "pending", "pending_count", "recent", "root", "skipped_spans", "skipped_steps",
-                 "start")
+    __slots__ = ("attrs_dropped", "attrs_used", "done", "family", "ids", "last_ns",
+                 "next_step", "pending", "root", "skipped_spans", "skipped_steps", "start",
+                 "waiting")
 
-    def __init__(self, start: RunStart, root: trace.Span, attrs_used: int,
+    def __init__(self, start: RunStart, ids: TraceIds, root: trace.Span, attrs_used: int,
                  attrs_dropped: int) -> None:
         self.start = start
+        self.ids = ids
         self.family = attributes.family(start.name)
         self.root = root
-        self.ctx = trace.set_span_in_context(root, Context())
         self.last_ns = start.time_ns
         self.next_step = 0
-        self.pending: dict[int, list[Span]] = {}
-        self.pending_count = 0
-        self.recent: OrderedDict[int, Context] = OrderedDict()
+        self.pending: dict[int, list[Span]] = {}  # top spans waiting for their step
+        self.waiting: dict[int, list[Span]] = {}  # spans waiting for their parent span
+        self.done: OrderedDict[int, bool] = OrderedDict()  # built span ids → kept
         self.skipped_steps = 0
         self.skipped_spans = 0
         self.attrs_used = attrs_used
         self.attrs_dropped = attrs_dropped
+
+    @property
+    def held(self) -> int:
+        return sum(map(len, self.pending.values())) + sum(map(len, self.waiting.values()))
 
 
 class RunTracer:
     """Turns one sink's events into spans on ``tracer`` (see module docstring).
 
     Args:
-        tracer: the sink's own tracer.
+        tracer: the sink's own tracer, on a provider whose id generator is ``ids``.
+        ids: the provider's id generator.
         sampling: which steps get a span.
         attribute_limit: attributes per span (OpenTelemetry's count limit).
         max_length: longest string attribute value.
         max_open_runs: runs traced at once; later ones are counted, not traced.
-        max_pending_spans: spans one run may hold while waiting for their step.
+        max_pending_spans: spans one run may hold while waiting for their step or parent.
         metrics: instruments to record every step and span on, sampled or not.
     """
 
-    def __init__(self, tracer: trace.Tracer, sampling: StepSampling, *,
+    def __init__(self, tracer: trace.Tracer, ids: FixedIds, sampling: StepSampling, *,
                  attribute_limit: int, max_length: int, max_open_runs: int,
                  max_pending_spans: int, metrics: RunMetrics | None = None) -> None:
         self._tracer = tracer
+        self._ids = ids
         self._sampling = sampling
         self._limit = attribute_limit
         self._max_len = max_length
         self._max_runs = max_open_runs
         self._max_pending = max_pending_spans
         self._runs: dict[str, _RunTrace] = {}
-        self._ended: OrderedDict[str, Context] = OrderedDict()  # for late children
+        self._ended: OrderedDict[str, TraceIds] = OrderedDict()  # for late children
         self._metrics = metrics
         self.untraced_runs = 0
         self.dropped_spans = 0
@@ -93,22 +134,34 @@ class RunTracer:
         """Runs whose span is open."""
         return len(self._runs)
 
+    def ids_of(self, run_id: str) -> TraceIds | None:
+        """The ids of a run this tracer has seen start (open, or ended recently)."""
+        run = self._runs.get(run_id)
+        return run.ids if run is not None else self._ended.get(run_id)
+
     def start(self, event: RunStart) -> None:
-        """Open the run's span, a child of its parent run's span when this sink saw the
-        parent start (the parent may have ended already: logs are shipped one by one)."""
+        """Open the run's span, a child of its parent run's span (the parent may have ended
+        already, or be unknown here: its ids follow from its id all the same)."""
         if len(self._runs) >= self._max_runs:
             self.untraced_runs += 1
             return
-        parent = self._runs.get(event.parent_id or "")
-        context = parent.ctx if parent else self._ended.get(event.parent_id or "", Context())
+        context = Context()
+        parent_key = None
+        if event.parent_id:
+            parent = self.ids_of(event.parent_id) or TraceIds(event.parent_id, event.parent_id)
+            parent_key = parent.trace_key
+            context = _context(parent.trace_id, parent.run_span)
+        ids = TraceIds(event.run_id, TraceIds.key_for(event.run_id, parent_key,
+                                                      event.resumed_at),
+                       event.resumed_at or 0)
         attrs, dropped = attributes.run_attributes(event, self._limit, self._max_len)
-        root = self._tracer.start_span(
-            attributes.run_name(event), context=context, attributes=attrs,
-            start_time=event.time_ns)
-        self._runs[event.run_id] = _RunTrace(event, root, len(attrs), dropped)
+        self._ids.use(ids.trace_id, ids.run_span)
+        root = self._tracer.start_span(attributes.run_name(event), context=context,
+                                       attributes=attrs, start_time=event.time_ns)
+        self._runs[event.run_id] = _RunTrace(event, ids, root, len(attrs), dropped)
 
     def step(self, event: Step) -> None:
-        """Emit the step's span (if sampled) and its waiting spans."""
+        """Emit the step's span (if sampled) and the spans waiting for it."""
         run = self._runs.get(event.run_id)
         if run is None:
             return
@@ -118,36 +171,47 @@ class RunTracer:
         run.next_step = event.step + 1
         self._release_orphans(run, event.step)
         spans = run.pending.pop(event.step, [])
-        run.pending_count -= len(spans)
-        if not self._sampling.keep(event.step):
+        kept = self._sampling.keep(event.step)
+        if kept:
+            self._emit(attributes.step_name(event), run.ids.trace_id, run.ids.run_span,
+                       run.ids.step(event.step), start_ns, event.time_ns,
+                       attributes.step_attributes(event, self._limit, self._max_len))
+        else:
             run.skipped_steps += 1
-            run.skipped_spans += len(spans)
-            return
-        ctx = self._emit(attributes.step_name(event), run.ctx, start_ns, event.time_ns,
-                         attributes.step_attributes(event, self._limit, self._max_len))
-        run.recent[event.step] = ctx
-        if len(run.recent) > _RECENT:
-            run.recent.popitem(last=False)
-        self._emit_spans(spans, ctx)
+        for span in spans:
+            self._tree(run, span, run.ids.step(event.step) if kept else None)
 
     def span(self, event: Span) -> None:
-        """Hold the span until its step arrives (or emit it now if the step came first)."""
+        """Emit a span under its step or parent, or hold it until they arrive."""
         run = self._runs.get(event.run_id)
         if run is None:
             return
         if self._metrics is not None:
             self._metrics.span(event, run.family)
-        if event.step < run.next_step:  # its step came first (recorded on another thread)
-            ctx = run.recent.get(event.step)
-            if ctx is None:
-                run.skipped_spans += 1  # the step was not sampled, or is long gone
-            else:
-                self._emit_spans([event], ctx)
-        elif run.pending_count >= self._max_pending:
-            self.dropped_spans += 1
-        else:
+        parent = event.parent_span_id
+        if parent:
+            kept = run.done.get(parent)
+            if kept is not None:  # the parent was built already (recorded out of order)
+                self._tree(run, event, run.ids.span(parent) if kept else None)
+            elif self._hold(run):
+                run.waiting.setdefault(parent, []).append(event)
+            else:  # over the limit: built now, its parent's id known all the same
+                self._tree(run, event, run.ids.span(parent)
+                           if self._sampling.keep(event.step) else None)
+        elif event.step < run.next_step:  # its step came first (recorded on another thread)
+            self._tree(run, event, run.ids.step(event.step)
+                       if self._sampling.keep(event.step) else None)
+        elif self._hold(run):
             run.pending.setdefault(event.step, []).append(event)
-            run.pending_count += 1
+        else:
+            self._tree(run, event, run.ids.step(event.step)
+                       if self._sampling.keep(event.step) else None)
+
+    def _hold(self, run: _RunTrace) -> bool:
+        if run.held < self._max_pending:
+            return True
+        self.dropped_spans += 1  # counted as built without waiting
+        return False
 
     def update(self, event: RunUpdate) -> None:
         """Add params, tags and summary metrics to the open run span (within budget)."""
@@ -175,53 +239,82 @@ class RunTracer:
                                timestamp=event.time_ns)
 
     def end(self, event: RunEnd) -> None:
-        """Emit spans still waiting (under the run span) and end the run span."""
+        """Emit what still waits, the step the run ended in if it failed there, and end
+        the run span."""
         run = self._runs.pop(event.run_id, None)
         if run is None:
             return
         for step in sorted(run.pending):
-            self._emit_spans(run.pending[step], run.ctx)
+            for span in run.pending.pop(step):
+                self._tree(run, span, run.ids.run_span)
+        for parent in list(run.waiting):  # parents never recorded: under their step
+            for span in run.waiting.pop(parent, []):
+                self._tree(run, span, run.ids.step(span.step)
+                           if self._sampling.keep(span.step) else None)
         root = run.root
         root.set_attributes(attributes.end_attributes(
             event, run.skipped_steps, run.skipped_spans, run.attrs_dropped))
+        end_ns = max(event.time_ns, run.start.time_ns)
         if event.status is RunStatus.FINISHED:
             root.set_status(Status(StatusCode.OK))
         else:
             error = event.error or event.status.value
-            root.set_status(Status(StatusCode.ERROR, f"{event.status.value}: {error}"))
-            root.add_event("exception", attributes.error_event(error), timestamp=event.time_ns)
-        root.end(end_time=max(event.time_ns, run.start.time_ns))
+            description = f"{event.status.value}: {error}"
+            root.set_status(Status(StatusCode.ERROR, description))
+            root.add_event("exception", attributes.error_event(error), timestamp=end_ns)
+            self._last_step(run, end_ns, description, error)
+        root.end(end_time=end_ns)
         self.spans_built += 1
-        self._ended[event.run_id] = run.ctx
+        self._ended[event.run_id] = run.ids
         if len(self._ended) > _ENDED:
             self._ended.popitem(last=False)
+
+    def _last_step(self, run: _RunTrace, end_ns: int, description: str, error: str) -> None:
+        """The step a failed run was producing when it ended, with the error on it."""
+        step = run.next_step
+        if not self._sampling.keep(step):
+            return
+        attrs: dict[str, Any] = {attributes.KIND: "CHAIN", "rlobs.step": step,
+                                 "rlobs.unfinished": True}
+        self._emit(f"step {step}", run.ids.trace_id, run.ids.run_span, run.ids.step(step),
+                   run.last_ns, end_ns, attrs, description, error)
 
     def _release_orphans(self, run: _RunTrace, step: int) -> None:
         # Spans of a step that never arrived (dropped by a full queue) go under the run.
         for index in [k for k in run.pending if k < step]:
-            spans = run.pending.pop(index)
-            run.pending_count -= len(spans)
-            self._emit_spans(spans, run.ctx)
+            for span in run.pending.pop(index):
+                self._tree(run, span, run.ids.run_span)
 
-    def _emit_spans(self, spans: list[Span], step_ctx: Context) -> None:
-        contexts: dict[int, Context] = {}
-        # Parents start before their children, so they exist when a child needs them.
-        for event in sorted(spans, key=lambda s: (s.start_ns, -s.end_ns)):
-            parent = contexts.get(event.parent_span_id or 0, step_ctx)
-            contexts[event.span_id] = self._emit(
-                attributes.span_name(event), parent, event.start_ns, event.end_ns,
-                attributes.span_attributes(event, self._limit, self._max_len), event.error)
+    def _tree(self, run: _RunTrace, event: Span, parent: int | None) -> None:
+        """Build ``event`` under ``parent`` (``None``: skipped), then its waiting children."""
+        stack = [(event, parent)]
+        while stack:
+            span, under = stack.pop()
+            run.done[span.span_id] = under is not None
+            if len(run.done) > _DONE:
+                run.done.popitem(last=False)
+            own = run.ids.span(span.span_id)
+            if under is None:
+                run.skipped_spans += 1
+            else:
+                self._emit(attributes.span_name(span), run.ids.trace_id, under, own,
+                           span.start_ns, span.end_ns,
+                           attributes.span_attributes(span, self._limit, self._max_len),
+                           span.error, span.error)
+            children = run.waiting.pop(span.span_id, [])
+            stack.extend((child, own if under is not None else None) for child in children)
 
-    def _emit(self, name: str, parent: Context, start_ns: int, end_ns: int,
-              attrs: Mapping[str, Any], error: str | None = None) -> Context:
-        span = self._tracer.start_span(name, context=parent, attributes=attrs,
-                                       start_time=start_ns)
+    def _emit(self, name: str, trace_id: int, parent: int, span_id: int, start_ns: int,
+              end_ns: int, attrs: Mapping[str, Any], description: str | None = None,
+              error: str | None = None, links: Sequence[Link] = ()) -> None:
+        self._ids.use(trace_id, span_id)
+        span = self._tracer.start_span(name, context=_context(trace_id, parent),
+                                       attributes=attrs, start_time=start_ns, links=links)
         if error:
-            span.set_status(Status(StatusCode.ERROR, error))
+            span.set_status(Status(StatusCode.ERROR, description or error))
             span.add_event("exception", attributes.error_event(error), timestamp=end_ns)
         span.end(end_time=max(start_ns, end_ns))
         self.spans_built += 1
-        return trace.set_span_in_context(span, Context())
 
     def end_all(self, error: str) -> None:
         """End every open run span as killed (the sink is closing)."""
