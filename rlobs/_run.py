@@ -32,6 +32,7 @@ from ._span import NULL_SPAN, SpanScope, current_span_id
 from ._traceids import TraceIds
 from ._values import as_number
 from ._writer import BACKLOG, RunFile, Writer
+from .environment_variables import RLOBS_OTEL_CONTEXT
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _UNSET: Any = object()
@@ -568,7 +569,7 @@ class Run:
     def _attach_otel(self) -> None:
         """With ``RLOBS_OTEL_CONTEXT=1``, make :func:`rlobs.otel_context` current in the
         block (OpenTelemetry instrumentation then nests under the run's spans)."""
-        if not env_bool("RLOBS_OTEL_CONTEXT", False):
+        if not env_bool(RLOBS_OTEL_CONTEXT, False):
             return
         try:
             from ._traceids import otel_context

@@ -29,7 +29,7 @@ def current_span_id() -> int | None:
 class SpanScope:
     """Times a block as a span; ``set(**attrs)`` adds attributes before it ends."""
 
-    __slots__ = ("_add", "_attrs", "_ids", "_name", "_parent", "_start", "_token")
+    __slots__ = ("_add", "_attrs", "_id", "_ids", "_name", "_parent", "_start", "_token")
 
     def __init__(self, ids: Callable[[], int], add: AddSpan, name: str,
                  attributes: dict[str, Any]) -> None:
@@ -38,6 +38,7 @@ class SpanScope:
         self._name = name
         self._attrs = attributes
         self._start = 0
+        self._id = 0
         self._parent: int | None = None
         self._token: contextvars.Token[int | None] | None = None
 
@@ -45,9 +46,16 @@ class SpanScope:
         """Add attributes to the span."""
         self._attrs.update(attributes)
 
+    @property
+    def span_id(self) -> int:
+        """The span's id in the run's log once entered (``0`` before, and for a no-op
+        scope); :class:`rlobs.TraceIds` maps it to its OpenTelemetry id."""
+        return self._id
+
     def __enter__(self) -> SpanScope:
         self._parent = _current_span.get()
-        self._token = _current_span.set(self._ids())
+        self._id = self._ids()
+        self._token = _current_span.set(self._id)
         self._start = _now_ns()
         return self
 
@@ -68,7 +76,7 @@ class _NullSpan(SpanScope):
     __slots__ = ()
 
     def __init__(self) -> None:
-        pass
+        self._id = 0
 
     def set(self, **attributes: Any) -> None:
         pass

@@ -55,3 +55,9 @@ and records it incomplete, for ``rlobs sync`` to finish. Default ``300``."""
 RLOBS_SHIPPER_IDLE_S = "RLOBS_SHIPPER_IDLE_S"
 """Seconds the shipper stays once everything is shipped and no writer is alive, before
 it exits (a new run starts a new one). Default ``5``."""
+
+RLOBS_OTEL_CONTEXT = "RLOBS_OTEL_CONTEXT"
+"""``1``: inside ``with run:`` the current OpenTelemetry context follows the run
+(:func:`rlobs.otel_context`), so OpenTelemetry instrumentation (an instrumented HTTP or LLM
+client) nests its spans under the rlobs span or step it runs in, in the run's trace. Needs
+``opentelemetry-api``. Default ``0``."""
