@@ -40,6 +40,7 @@ from ._exceptions import (
     UnknownSinkError,
 )
 from ._hub import Hub, default_hub, run
+from ._llm import set_llm_prices
 from ._params import flatten_params, is_secret_key, redact_uri
 from ._reader import RunLog, iter_events, read_run
 from ._registry import registered_sinks, selected_names
@@ -102,6 +103,7 @@ __all__ = [
     "require",
     "run",
     "selected_names",
+    "set_llm_prices",
     "sync",
     "use_otel_context",
     "wall_ns",

@@ -24,6 +24,7 @@ from ._clock import _WALL_OFFSET_NS, _now_ns, wall_ns
 from ._codec import SpanLine, StepLine
 from ._events import Artifact, RunEnd, RunStart, RunStatus, RunUpdate, Step
 from ._exceptions import InvalidRunId
+from ._llm import KIND, KINDS
 from ._log import logger
 from ._params import clean_attributes, clean_tags, flatten_params, redact_text
 from ._provenance import file_sha256
@@ -139,6 +140,8 @@ class Run:
         self._next_span_id = itertools.count(1).__next__
         self._tokens: list[contextvars.Token[Run | None]] = []
         self._otel_tokens: list[Any] = []
+        self._llm_step: dict[str, float] = {}  # LLM usage since the last step (the lock's)
+        self._llm_total: dict[str, float] = {}
         _runs.add(self)
 
     # ------------------------------------------------------------------ state
@@ -285,6 +288,9 @@ class Run:
                 return
             index = self._steps
             total = self._total + reward
+            if self._llm_step:  # LLM calls since the last step: their usage is the step's
+                clean = {**clean, **self._llm_step}
+                self._llm_step = {}
             episode = self._episodes
             ep_return = self._ep_return + reward
             pending = self._pending
@@ -311,14 +317,37 @@ class Run:
         if queued >= BACKLOG:
             self._write_backlog()
 
-    def span(self, name: str, **attributes: Any) -> SpanScope:
+    def span(self, name: str, *, kind: str | None = None, **attributes: Any) -> SpanScope:
         """Time a block as a span of the current step: ``with run.span("actor.forward"):``.
 
+        ``kind`` (``"llm"``, ``"tool"``, ``"agent"``, ``"chain"``, ``"retriever"``,
+        ``"embedding"``) is what LLM-agent viewers show it as; an unknown kind is logged
+        and recorded as a plain ``kind`` attribute. ``scope.llm(...)`` records a model
+        call's tokens, ``scope.io(...)`` its input and output (see docs/otel.md).
         When no sink wants spans this returns a shared no-op scope (tens of ns).
         """
         if not self._ctx.wants_spans:
             return NULL_SPAN
-        return SpanScope(self._next_span_id, self._add_span, name, attributes)
+        if kind is not None:
+            if kind in KINDS:
+                attributes[KIND] = kind
+            else:
+                self._reject("kind", kind, why=f"not a span kind ({', '.join(KINDS)})")
+                attributes["kind"] = kind
+        return SpanScope(self._next_span_id, self._add_span, name, attributes,
+                         self._add_usage)
+
+    def _add_usage(self, model: str | None, input_tokens: float, output_tokens: float,
+                   cost: float | None) -> None:
+        """Count an LLM call in the metrics of the step it ends in and of the run."""
+        with self._lock:
+            for table in (self._llm_step, self._llm_total):
+                table["llm.calls"] = table.get("llm.calls", 0.0) + 1
+                table["llm.input_tokens"] = table.get("llm.input_tokens", 0.0) + input_tokens
+                table["llm.output_tokens"] = (table.get("llm.output_tokens", 0.0)
+                                              + output_tokens)
+                if cost is not None:
+                    table["llm.cost_usd"] = table.get("llm.cost_usd", 0.0) + cost
 
     def record_span(
         self,
@@ -412,6 +441,9 @@ class Run:
         """
         wait_s = self._ctx.end_timeout_s if lock_wait_s is None else lock_wait_s
         error = None if error is None else redact_text(str(error))
+        if self._llm_total and self._open:
+            totals, self._llm_total = self._llm_total, {}
+            self._update(metrics={f"{k}_total": v for k, v in totals.items()})
         locked = self._lock.acquire(timeout=wait_s)
         try:
             if not self._open or self._file is None:
