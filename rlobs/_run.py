@@ -115,7 +115,6 @@ class Run:
         self.name = str(name)
         self.run_id = check_run_id(run_id)
         self.parent_id = parent.run_id if isinstance(parent, Run) else parent
-        self._parent_key = (parent.trace_key if isinstance(parent, Run) else parent)
         self._ids: TraceIds | None = None
         self.params = flatten_params(params)
         self.tags = clean_tags(tags)
@@ -188,17 +187,10 @@ class Run:
         return self._open
 
     @property
-    def trace_key(self) -> str:
-        """The key of the OpenTelemetry trace this run's spans go to (its root run's id)."""
-        return self.trace_ids.trace_key
-
-    @property
     def trace_ids(self) -> TraceIds:
         """The OpenTelemetry ids the ``otel`` sink gives this run's spans (see
         :class:`rlobs.TraceIds`); final once the run started."""
-        if self._ids is None:
-            return TraceIds(self.run_id, TraceIds.key_for(self.run_id, self._parent_key, None))
-        return self._ids
+        return self._ids if self._ids is not None else TraceIds.of(self.run_id)
 
     @property
     def span_sampling(self) -> tuple[int, int]:
@@ -233,8 +225,7 @@ class Run:
                 event = self._ctx.describe(RunStart(
                     self.run_id, self.name, self.params, self.tags, self.parent_id,
                     self._start_ns, resumed_at=resumed_at))
-                self._ids = TraceIds(self.run_id, TraceIds.key_for(
-                    self.run_id, self._parent_key, resumed_at), resumed_at or 0)
+                self._ids = TraceIds.of(self.run_id, resumed_at)
             except BaseException:
                 writer.abort(rf)
                 raise

@@ -37,8 +37,9 @@ class TraceIds:
 
     Args:
         run_id: the run.
-        trace_key: the trace the run belongs to: its root run's id (a child run joins its
-            parent's trace), with ``:<resumed_at>`` for a resumed root run's segment.
+        trace_key: the trace the run's segment is: its id, with ``:<resumed_at>`` for a
+            segment that resumed a log (:meth:`key_for`). A child run is a trace of its
+            own whose run span links to its parent's.
         segment: ``RunStart.resumed_at`` of the run's current segment (``0`` for the
             first): span ids restart with each segment.
     """
@@ -52,11 +53,20 @@ class TraceIds:
         self.trace_id = _digest(16, "rlobs.trace", trace_key)
 
     @staticmethod
-    def key_for(run_id: str, parent_key: str | None, resumed_at: int | None) -> str:
-        """The trace key of a run whose parent has trace key ``parent_key`` (if any)."""
-        if parent_key is not None:
-            return parent_key
+    def key_for(run_id: str, resumed_at: int | None = None) -> str:
+        """The trace key of a run's segment: its id, with ``:<resumed_at>`` for a segment
+        that resumed a log (each segment is a trace of its own)."""
         return run_id if not resumed_at else f"{run_id}:{resumed_at}"
+
+    @classmethod
+    def of(cls, run_id: str, resumed_at: int | None = None) -> TraceIds:
+        """The ids of a run's segment (``RunStart.run_id``, ``RunStart.resumed_at``)."""
+        return cls(run_id, cls.key_for(run_id, resumed_at), resumed_at or 0)
+
+    @property
+    def trace_hex(self) -> str:
+        """The trace id as 32 hex digits (as viewers show it)."""
+        return f"{self.trace_id:032x}"
 
     @property
     def run_span(self) -> int:

@@ -34,6 +34,7 @@ from rlobs import (
     SinkUnavailable,
     Span,
     Step,
+    TraceIds,
     env_bool,
     env_float,
     env_int,
@@ -78,6 +79,24 @@ def _parse_plain(raw: str) -> dict[str, str]:
         if sep and key.strip():
             out[unquote(key.strip())] = unquote(value.strip())
     return out
+
+
+def _connect(url: str, timeout_s: float) -> str | None:
+    """``None`` if ``url``'s host and port accept a TCP connection, else why not."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return f"bad port in {url}"
+    host = parts.hostname or "localhost"
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return None
+    except OSError as exc:
+        return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
 
 
 def _first(env: Mapping[str, str], *names: str) -> str | None:
@@ -353,6 +372,20 @@ class OtelSink(Sink):
             return
         self._flusher = self._bounded(self._provider.force_flush, self.flush_timeout_s,
                                       "rlobs-otel-flush")
+
+    def start_context(self, event: RunStart) -> dict[str, str]:
+        """The run's trace id, recorded in its start for other sinks (the MLflow sink
+        links the trace to its run) and for people reading the log."""
+        return {"trace_id": TraceIds.of(event.run_id, event.resumed_at).trace_hex}
+
+    def probe(self) -> str | None:
+        """Whether the endpoint answers: ``None`` if a TCP connection to its host and port
+        opens within a second, else why not (a ready exporter is not probed)."""
+        if self.disabled:
+            return "OTEL_SDK_DISABLED is set"
+        if self.exporter is not None:
+            return None
+        return _connect(self.endpoint, 1.0)
 
     def detail(self) -> str | None:
         if self._watch is None or self._tracer is None:

@@ -140,24 +140,23 @@ class RunTracer:
         return run.ids if run is not None else self._ended.get(run_id)
 
     def start(self, event: RunStart) -> None:
-        """Open the run's span, a child of its parent run's span (the parent may have ended
-        already, or be unknown here: its ids follow from its id all the same)."""
+        """Open the run's span: the root of the run's own trace, linked to its parent run's
+        span (whose ids follow from the parent's id, seen here or not)."""
         if len(self._runs) >= self._max_runs:
             self.untraced_runs += 1
             return
-        context = Context()
-        parent_key = None
+        links: list[Link] = []
         if event.parent_id:
-            parent = self.ids_of(event.parent_id) or TraceIds(event.parent_id, event.parent_id)
-            parent_key = parent.trace_key
-            context = _context(parent.trace_id, parent.run_span)
-        ids = TraceIds(event.run_id, TraceIds.key_for(event.run_id, parent_key,
-                                                      event.resumed_at),
-                       event.resumed_at or 0)
+            parent = self.ids_of(event.parent_id) or TraceIds.of(event.parent_id)
+            links.append(Link(SpanContext(parent.trace_id, parent.run_span, is_remote=False,
+                                          trace_flags=_SAMPLED),
+                              {"rlobs.link": "parent_run"}))
+        ids = TraceIds.of(event.run_id, event.resumed_at)
         attrs, dropped = attributes.run_attributes(event, self._limit, self._max_len)
         self._ids.use(ids.trace_id, ids.run_span)
-        root = self._tracer.start_span(attributes.run_name(event), context=context,
-                                       attributes=attrs, start_time=event.time_ns)
+        root = self._tracer.start_span(attributes.run_name(event), context=Context(),
+                                       attributes=attrs, start_time=event.time_ns,
+                                       links=links)
         self._runs[event.run_id] = _RunTrace(event, ids, root, len(attrs), dropped)
 
     def step(self, event: Step) -> None:
