@@ -199,6 +199,11 @@ class Run:
         return (env_int("RLOBS_OTEL_STEP_SPANS", 1000), env_int("RLOBS_OTEL_STEP_EVERY", 100))
 
     @property
+    def window_steps(self) -> int:
+        """Steps per live trace of the ``otel`` sink (``RLOBS_OTEL_TRACE_STEPS``)."""
+        return env_int("RLOBS_OTEL_TRACE_STEPS", 100)
+
+    @property
     def log_path(self) -> Path | None:
         """The run's JSONL log (``None`` when no log is written)."""
         return self._ctx.writer.path_for(self.run_id)

@@ -73,6 +73,21 @@ class TraceIds:
         """The run span's id."""
         return _digest(8, "rlobs.run", self.run_id, self.segment)
 
+    @staticmethod
+    def window_of(step: int, window_steps: int) -> int:
+        """The live window step ``step`` is in (``0``: the run's own trace)."""
+        return step // window_steps if window_steps > 0 else 0
+
+    def trace_of(self, window: int) -> int:
+        """The trace id of window ``window`` (window 0 is the run's trace)."""
+        return self.trace_id if window == 0 else _digest(16, "rlobs.window", self.trace_key,
+                                                         window)
+
+    def window_span(self, window: int) -> int:
+        """The id of window ``window``'s root span (window 0's is the run span)."""
+        return self.run_span if window == 0 else _digest(8, "rlobs.window", self.run_id,
+                                                         self.segment, window)
+
     def step(self, step: int) -> int:
         """Step ``step``'s span id."""
         return _digest(8, "rlobs.step", self.run_id, step)
@@ -89,6 +104,7 @@ def _live_span(run: Run) -> Any:
 
     ids = run.trace_ids
     first, every = run.span_sampling
+    window_steps = run.window_steps
 
     class LiveSpan(trace.NonRecordingSpan):
         def __init__(self) -> None:
@@ -100,8 +116,8 @@ def _live_span(run: Run) -> Any:
             inner = current_span_id()
             span_id = ids.step(step) if inner is None else ids.span(inner)
             flags = trace.TraceFlags(trace.TraceFlags.SAMPLED if kept else 0)
-            return trace.SpanContext(ids.trace_id, span_id, is_remote=False,
-                                     trace_flags=flags)
+            trace_id = ids.trace_of(ids.window_of(step, window_steps))
+            return trace.SpanContext(trace_id, span_id, is_remote=False, trace_flags=flags)
 
         def is_recording(self) -> bool:
             return False

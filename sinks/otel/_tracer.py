@@ -14,6 +14,12 @@ nothing it shows, and a parent's id is known before the parent is built:
   is the child of that span, whatever step either is filed under; it arrives before its
   parent (a parent ends last) and waits for it, so that a whole tree is kept or skipped
   with the step its top span belongs to.
+
+Live runs: steps ``0 .. W-1`` (``W``: ``window_steps``) belong to the run's own trace, which
+a viewer shows once the run span ends; every later window of ``W`` steps is a trace of its
+own, rooted in a ``steps a-b`` span that links to the run span and is sent when its last
+step arrives, so a running run shows up window by window, each trace whole (its spans are
+held until its root is built, within ``max_pending_spans``). ``W = 0``: one trace per run.
 """
 
 from __future__ import annotations
@@ -70,12 +76,18 @@ def _context(trace_id: int, span_id: int) -> Context:
         trace_id, span_id, is_remote=False, trace_flags=_SAMPLED)), Context())
 
 
+_Built = tuple[str, int, int, int, int, int, Mapping[str, Any], "str | None", "str | None",
+               "Sequence[Link]"]
+"""What :meth:`RunTracer._build` takes: name, trace, parent, id, start, end, attributes,
+description, error, links."""
+
+
 class _RunTrace:
     """One open run: its span and what its steps still need."""
 
     __slots__ = ("attrs_dropped", "attrs_used", "done", "family", "ids", "last_ns",
-                 "next_step", "pending", "root", "skipped_spans", "skipped_steps", "start",
-                 "waiting")
+                 "next_step", "parked", "parked_count", "pending", "root", "skipped_spans",
+                 "skipped_steps", "start", "waiting", "window_reward", "window_start")
 
     def __init__(self, start: RunStart, ids: TraceIds, root: trace.Span, attrs_used: int,
                  attrs_dropped: int) -> None:
@@ -90,11 +102,16 @@ class _RunTrace:
         self.done: OrderedDict[int, bool] = OrderedDict()  # built span ids → kept
         self.skipped_steps = 0
         self.skipped_spans = 0
+        self.parked: dict[int, list[_Built]] = {}  # window → spans waiting for its root
+        self.parked_count = 0
+        self.window_start = start.time_ns
+        self.window_reward = 0.0
         self.attrs_used = attrs_used
         self.attrs_dropped = attrs_dropped
 
     @property
     def held(self) -> int:
+        """Span events waiting for their step or parent."""
         return sum(map(len, self.pending.values())) + sum(map(len, self.waiting.values()))
 
 
@@ -108,14 +125,18 @@ class RunTracer:
         attribute_limit: attributes per span (OpenTelemetry's count limit).
         max_length: longest string attribute value.
         max_open_runs: runs traced at once; later ones are counted, not traced.
-        max_pending_spans: spans one run may hold while waiting for their step or parent.
+        max_pending_spans: spans one run may hold while waiting for their step, their
+            parent, or their trace's root.
+        window_steps: steps per live trace after the run's first ones (0: one trace).
         metrics: instruments to record every step and span on, sampled or not.
     """
 
     def __init__(self, tracer: trace.Tracer, ids: FixedIds, sampling: StepSampling, *,
                  attribute_limit: int, max_length: int, max_open_runs: int,
-                 max_pending_spans: int, metrics: RunMetrics | None = None) -> None:
+                 max_pending_spans: int, window_steps: int = 0,
+                 metrics: RunMetrics | None = None) -> None:
         self._tracer = tracer
+        self._steps_per_window = window_steps
         self._ids = ids
         self._sampling = sampling
         self._limit = attribute_limit
@@ -159,8 +180,17 @@ class RunTracer:
                                        links=links)
         self._runs[event.run_id] = _RunTrace(event, ids, root, len(attrs), dropped)
 
+    def _window(self, step: int) -> int:
+        return TraceIds.window_of(step, self._steps_per_window)
+
+    def _step_home(self, run: _RunTrace, step: int) -> tuple[int, int]:
+        """The trace and parent of step ``step``'s span: its window's root."""
+        window = self._window(step)
+        return run.ids.trace_of(window), run.ids.window_span(window)
+
     def step(self, event: Step) -> None:
-        """Emit the step's span (if sampled) and the spans waiting for it."""
+        """Emit the step's span (if sampled) and the spans waiting for it; close the
+        step's window when it is the window's last."""
         run = self._runs.get(event.run_id)
         if run is None:
             return
@@ -168,17 +198,46 @@ class RunTracer:
             self._metrics.step(event, run.family)
         start_ns, run.last_ns = run.last_ns, event.time_ns
         run.next_step = event.step + 1
+        run.window_reward += event.reward if event.reward == event.reward else 0.0
         self._release_orphans(run, event.step)
         spans = run.pending.pop(event.step, [])
         kept = self._sampling.keep(event.step)
+        trace_id, parent = self._step_home(run, event.step)
         if kept:
-            self._emit(attributes.step_name(event), run.ids.trace_id, run.ids.run_span,
+            self._emit(run, attributes.step_name(event), trace_id, parent,
                        run.ids.step(event.step), start_ns, event.time_ns,
                        attributes.step_attributes(event, self._limit, self._max_len))
         else:
             run.skipped_steps += 1
         for span in spans:
-            self._tree(run, span, run.ids.step(event.step) if kept else None)
+            self._tree(run, span, run.ids.step(event.step) if kept else None, trace_id)
+        if self._steps_per_window and \
+                event.step % self._steps_per_window == self._steps_per_window - 1:
+            if self._window(event.step) > 0:
+                self._close_window(run, self._window(event.step), event.time_ns, event.step)
+            else:  # the run's own first steps: the next window starts here
+                run.window_start, run.window_reward = event.time_ns, 0.0
+
+    def _close_window(self, run: _RunTrace, window: int, end_ns: int, last_step: int,
+                      error: str | None = None) -> None:
+        """Build window ``window``'s root (linked to the run span), then what it held."""
+        first = window * self._steps_per_window
+        attrs: dict[str, Any] = {
+            attributes.KIND: "CHAIN", "rlobs.run_id": run.ids.run_id, "rlobs.window": window,
+            "rlobs.first_step": first, "rlobs.last_step": last_step,
+            "rlobs.window_reward": run.window_reward}
+        link = Link(SpanContext(run.ids.trace_id, run.ids.run_span, is_remote=False,
+                                trace_flags=_SAMPLED), {"rlobs.link": "run"})
+        self._build((f"{attributes.run_name(run.start)} steps {first}-{last_step}",
+                     run.ids.trace_of(window), 0, run.ids.window_span(window),
+                     run.window_start, end_ns, attrs, error, error, (link,)))
+        run.window_start, run.window_reward = end_ns, 0.0
+        self._release(run, window)
+
+    def _release(self, run: _RunTrace, window: int) -> None:
+        for built in run.parked.pop(window, []):
+            self._build(built)
+            run.parked_count -= 1
 
     def span(self, event: Span) -> None:
         """Emit a span under its step or parent, or hold it until they arrive."""
@@ -188,23 +247,21 @@ class RunTracer:
         if self._metrics is not None:
             self._metrics.span(event, run.family)
         parent = event.parent_span_id
+        trace_id = self._step_home(run, event.step)[0]
+        keep = self._sampling.keep(event.step)
         if parent:
             kept = run.done.get(parent)
             if kept is not None:  # the parent was built already (recorded out of order)
-                self._tree(run, event, run.ids.span(parent) if kept else None)
+                self._tree(run, event, run.ids.span(parent) if kept else None, trace_id)
             elif self._hold(run):
                 run.waiting.setdefault(parent, []).append(event)
             else:  # over the limit: built now, its parent's id known all the same
-                self._tree(run, event, run.ids.span(parent)
-                           if self._sampling.keep(event.step) else None)
-        elif event.step < run.next_step:  # its step came first (recorded on another thread)
-            self._tree(run, event, run.ids.step(event.step)
-                       if self._sampling.keep(event.step) else None)
-        elif self._hold(run):
-            run.pending.setdefault(event.step, []).append(event)
+                self._tree(run, event, run.ids.span(parent) if keep else None, trace_id)
+        elif event.step < run.next_step or not self._hold(run):
+            # its step came first (recorded on another thread), or too much waits already
+            self._tree(run, event, run.ids.step(event.step) if keep else None, trace_id)
         else:
-            self._tree(run, event, run.ids.step(event.step)
-                       if self._sampling.keep(event.step) else None)
+            run.pending.setdefault(event.step, []).append(event)
 
     def _hold(self, run: _RunTrace) -> bool:
         if run.held < self._max_pending:
@@ -238,22 +295,30 @@ class RunTracer:
                                timestamp=event.time_ns)
 
     def end(self, event: RunEnd) -> None:
-        """Emit what still waits, the step the run ended in if it failed there, and end
-        the run span."""
+        """Emit what still waits, the step the run ended in if it failed there, the open
+        window, and end the run span."""
         run = self._runs.pop(event.run_id, None)
         if run is None:
             return
+        # A failed run's last spans belong to the step it was producing (built below).
+        unfinished = event.status is not RunStatus.FINISHED and \
+            self._sampling.keep(run.next_step)
         for step in sorted(run.pending):
+            trace_id, parent = self._step_home(run, step)
+            if unfinished and step == run.next_step:
+                parent = run.ids.step(step)
             for span in run.pending.pop(step):
-                self._tree(run, span, run.ids.run_span)
+                self._tree(run, span, parent, trace_id)
         for parent in list(run.waiting):  # parents never recorded: under their step
             for span in run.waiting.pop(parent, []):
                 self._tree(run, span, run.ids.step(span.step)
-                           if self._sampling.keep(span.step) else None)
+                           if self._sampling.keep(span.step) else None,
+                           self._step_home(run, span.step)[0])
         root = run.root
         root.set_attributes(attributes.end_attributes(
             event, run.skipped_steps, run.skipped_spans, run.attrs_dropped))
         end_ns = max(event.time_ns, run.start.time_ns)
+        description = None
         if event.status is RunStatus.FINISHED:
             root.set_status(Status(StatusCode.OK))
         else:
@@ -262,6 +327,12 @@ class RunTracer:
             root.set_status(Status(StatusCode.ERROR, description))
             root.add_event("exception", attributes.error_event(error), timestamp=end_ns)
             self._last_step(run, end_ns, description, error)
+        window = self._window(run.next_step)
+        started = run.next_step % max(self._steps_per_window, 1) != 0  # it has steps
+        if window > 0 and (started or description is not None):
+            self._close_window(run, window, end_ns, max(run.next_step - 1, 0), description)
+        for held in sorted(run.parked):
+            self._release(run, held)
         root.end(end_time=end_ns)
         self.spans_built += 1
         self._ended[event.run_id] = run.ids
@@ -275,16 +346,18 @@ class RunTracer:
             return
         attrs: dict[str, Any] = {attributes.KIND: "CHAIN", "rlobs.step": step,
                                  "rlobs.unfinished": True}
-        self._emit(f"step {step}", run.ids.trace_id, run.ids.run_span, run.ids.step(step),
-                   run.last_ns, end_ns, attrs, description, error)
+        trace_id, parent = self._step_home(run, step)
+        self._emit(run, f"step {step}", trace_id, parent, run.ids.step(step), run.last_ns,
+                   end_ns, attrs, description, error)
 
     def _release_orphans(self, run: _RunTrace, step: int) -> None:
-        # Spans of a step that never arrived (dropped by a full queue) go under the run.
+        # Spans of a step that never arrived (dropped by a full queue) go under its window.
         for index in [k for k in run.pending if k < step]:
+            trace_id, parent = self._step_home(run, index)
             for span in run.pending.pop(index):
-                self._tree(run, span, run.ids.run_span)
+                self._tree(run, span, parent, trace_id)
 
-    def _tree(self, run: _RunTrace, event: Span, parent: int | None) -> None:
+    def _tree(self, run: _RunTrace, event: Span, parent: int | None, trace_id: int) -> None:
         """Build ``event`` under ``parent`` (``None``: skipped), then its waiting children."""
         stack = [(event, parent)]
         while stack:
@@ -296,19 +369,47 @@ class RunTracer:
             if under is None:
                 run.skipped_spans += 1
             else:
-                self._emit(attributes.span_name(span), run.ids.trace_id, under, own,
+                self._emit(run, attributes.span_name(span), trace_id, under, own,
                            span.start_ns, span.end_ns,
                            attributes.span_attributes(span, self._limit, self._max_len),
                            span.error, span.error)
             children = run.waiting.pop(span.span_id, [])
             stack.extend((child, own if under is not None else None) for child in children)
 
-    def _emit(self, name: str, trace_id: int, parent: int, span_id: int, start_ns: int,
-              end_ns: int, attrs: Mapping[str, Any], description: str | None = None,
-              error: str | None = None, links: Sequence[Link] = ()) -> None:
+    def _emit(self, run: _RunTrace, name: str, trace_id: int, parent: int, span_id: int,
+              start_ns: int, end_ns: int, attrs: Mapping[str, Any],
+              description: str | None = None, error: str | None = None) -> None:
+        """Build the span now if its trace's root is out, else hold it for the root."""
+        built: _Built = (name, trace_id, parent, span_id, start_ns, end_ns, attrs,
+                         description, error, ())
+        window = self._window_of_trace(run, trace_id)
+        if window is None or run.parked_count >= self._max_pending:
+            self._build(built)
+            return
+        run.parked.setdefault(window, []).append(built)
+        run.parked_count += 1
+
+    def _window_of_trace(self, run: _RunTrace, trace_id: int) -> int | None:
+        """The open window (0: the run's trace) a span of ``trace_id`` waits for, if any."""
+        if trace_id == run.ids.trace_id:
+            return 0
+        window = self._window(run.next_step)
+        for candidate in (window, window - 1):  # the current window, or the one closing
+            if candidate > 0 and run.ids.trace_of(candidate) == trace_id \
+                    and not self._closed(run, candidate):
+                return candidate
+        return None
+
+    def _closed(self, run: _RunTrace, window: int) -> bool:
+        return run.next_step >= (window + 1) * self._steps_per_window
+
+    def _build(self, built: _Built) -> None:
+        name, trace_id, parent, span_id, start_ns, end_ns, attrs, description, error, \
+            links = built
         self._ids.use(trace_id, span_id)
-        span = self._tracer.start_span(name, context=_context(trace_id, parent),
-                                       attributes=attrs, start_time=start_ns, links=links)
+        context = _context(trace_id, parent) if parent else Context()
+        span = self._tracer.start_span(name, context=context, attributes=attrs,
+                                       start_time=start_ns, links=links)
         if error:
             span.set_status(Status(StatusCode.ERROR, description or error))
             span.add_event("exception", attributes.error_event(error), timestamp=end_ns)
