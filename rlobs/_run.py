@@ -118,9 +118,10 @@ class Run:
         self._ids: TraceIds | None = None
         self.params = flatten_params(params)
         self.tags = clean_tags(tags)
-        # A plain Lock (an RLock costs ~0.1 µs more per step); every wait on it outside the
-        # hot path is bounded, so a signal handler ending runs mid-step cannot deadlock.
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler that ends the run runs on the thread it interrupted,
+        # maybe mid-step holding this lock, and must take it without waiting (~10 ns a step
+        # over a plain Lock). Every other wait on it outside the hot path is bounded.
+        self._lock = threading.RLock()
         self._pending: list[Any] = []  # step fields and spans, until the writer takes them
         self._file: RunFile | None = None
         self._started = False
@@ -562,7 +563,7 @@ class Run:
 
     def _forget_after_fork(self) -> None:
         """In a forked child: the run belongs to the parent, which goes on writing it."""
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._pending = []
         self._open = False
         self._file = None

@@ -52,7 +52,7 @@ def _info_metrics(info: dict[str, Any], keys: Sequence[str]) -> dict[str, float]
     return out
 
 
-class RecordEpisodes(gymnasium.Wrapper):
+class RecordEpisodes(gymnasium.Wrapper):  # type: ignore[type-arg]
     """Records each step of a single env into a run.
 
     Args:
