@@ -61,3 +61,11 @@ RLOBS_OTEL_CONTEXT = "RLOBS_OTEL_CONTEXT"
 (:func:`rlobs.otel_context`), so OpenTelemetry instrumentation (an instrumented HTTP or LLM
 client) nests its spans under the rlobs span or step it runs in, in the run's trace. Needs
 ``opentelemetry-api``. Default ``0``."""
+
+RLOBS_LLM_PRICES = "RLOBS_LLM_PRICES"
+"""LLM prices for the cost of calls, JSON ``{"model": [usd_per_1M_input_tokens,
+usd_per_1M_output_tokens]}``; :func:`rlobs.set_llm_prices` wins. Unset: no cost."""
+
+RLOBS_CAPTURE_MAX_CHARS = "RLOBS_CAPTURE_MAX_CHARS"
+"""Longest captured input/output text of a span (``@traced(capture=True)``,
+``span.io``), in characters. Default ``4096``."""
