@@ -185,3 +185,35 @@ def test_ids_follow_from_the_run_id() -> None:
     assert other.trace_id != ids.trace_id and other.span(7) != ids.span(7)
     assert 0 < ids.trace_id < 2**128 and 0 < ids.span(7) < 2**64
     assert TraceIds("run-1", "run-1", segment=5).span(7) != ids.span(7)
+
+
+def test_shipped_async_agents_example(receiver: OtlpReceiver, runs_dir: Path) -> None:
+    """examples/async_agents.py: in every agent's trace, step k holds its own
+    model.generate (an LLM span) and lies around it; tools hang off their steps."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "RLOBS_SINKS": "jsonl,otel", "RLOBS_JSONL_DIR": str(runs_dir),
+           "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.url, "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, str(root / "examples" / "async_agents.py"),
+                           "--agents", "3", "--turns", "4"], cwd=runs_dir.parent, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    logs = [rlobs.read_run(p) for p in sorted(runs_dir.glob("*.jsonl"))]
+    expected = sum(1 + len(log.steps) + len(log.spans) for log in logs)
+    spans = {s.span_id: s for s in receiver.wait_for(expected)}
+    assert len(spans) == expected
+    agents = [log for log in logs if log.start.name.startswith("agents-agent")]
+    assert len(agents) == 3
+    for log in agents:
+        ids = TraceIds.of(log.start.run_id)
+        for k in range(4):
+            step = spans[ids.step(k)]
+            children = [s for s in spans.values() if s.parent_id == step.span_id]
+            (generate,) = [s for s in children if s.name == "model.generate"]
+            assert generate.attributes["openinference.span.kind"] == "LLM"
+            assert step.start_ns <= generate.start_ns <= generate.end_ns <= step.end_ns
+            assert sorted(s.name for s in children) == [
+                "execute_tool calculator", "execute_tool search", "model.generate"]
