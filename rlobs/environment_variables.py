@@ -66,3 +66,17 @@ RLOBS_PARENT_ID = "RLOBS_PARENT_ID"
 """The parent run id that a worker's run nests under when it is given none
 (:func:`rlobs.integrations.ray.worker_run`; set on the driver by
 :func:`rlobs.integrations.ray.worker_env`). Default: no parent."""
+
+RLOBS_OTEL_CONTEXT = "RLOBS_OTEL_CONTEXT"
+"""``1``: inside ``with run:`` the current OpenTelemetry context follows the run
+(:func:`rlobs.otel_context`), so OpenTelemetry instrumentation (an instrumented HTTP or LLM
+client) nests its spans under the rlobs span or step it runs in, in the run's trace. Needs
+``opentelemetry-api``. Default ``0``."""
+
+RLOBS_LLM_PRICES = "RLOBS_LLM_PRICES"
+"""LLM prices for the cost of calls, JSON ``{"model": [usd_per_1M_input_tokens,
+usd_per_1M_output_tokens]}``; :func:`rlobs.set_llm_prices` wins. Unset: no cost."""
+
+RLOBS_CAPTURE_MAX_CHARS = "RLOBS_CAPTURE_MAX_CHARS"
+"""Longest captured input/output text of a span (``@traced(capture=True)``,
+``span.io``), in characters. Default ``4096``."""

@@ -404,6 +404,9 @@ class Sender:
                 mlflow_id = store.one_run(exp_id, start.run_id, mlflow_id)
         with self._cond:
             state.mlflow_id = mlflow_id
+        trace = ((start.sinks or {}).get("otel") or {}).get("trace_id")
+        if trace:  # the otel sink sends this run's trace: list it in the run's Traces tab
+            store.link_trace(mlflow_id, str(trace))
 
     def _parent_id(self, exp_id: str, parent_rlobs_id: str) -> str | None:
         parent = self.store.mlflow_id(parent_rlobs_id)

@@ -8,6 +8,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rlobs._log import logger
+
 from ._aggregate import Point
 from ._mapping import path_segment
 
@@ -110,6 +112,16 @@ class Store:
         run_id = str(run.info.run_id)
         self._runs[rlobs_id] = run_id
         return run_id
+
+    def link_trace(self, run_id: str, trace_hex: str) -> None:
+        """Link the OpenTelemetry trace ``trace_hex`` (which may not have arrived yet) to
+        the run, so the run's Traces tab lists it; a server without trace links is logged,
+        not raised."""
+        try:
+            self.client.link_traces_to_run([f"tr-{trace_hex}"], run_id)
+        except Exception as exc:
+            logger.warning("mlflow trace not linked to its run", mlflow_run_id=run_id,
+                           trace_id=trace_hex, error=f"{type(exc).__name__}: {exc}"[:300])
 
     def resume(self, rlobs_id: str, run: Any) -> tuple[str, Skip]:
         """Reopen an existing run; returns its id and what it already stores."""
