@@ -33,7 +33,7 @@ from ._log import logger
 from ._params import redact_text
 from ._provenance import provenance_tags
 from ._registry import build_sinks, selected_names
-from ._run import Run, RunContext, check_run_id
+from ._run import DESCRIPTION_TAG, EXPERIMENT_TAG, Run, RunContext, check_run_id
 from ._settings import Settings
 from ._sink import Sink
 from ._worker import SinkStatus, SinkWorker
@@ -216,6 +216,8 @@ class Hub:
         tags: Mapping[str, Any] | None = None,
         parent: Run | str | None = None,
         run_id: str | None = None,
+        experiment: str | None = None,
+        description: str | None = None,
     ) -> Run:
         """A new run; it starts when entered (``with``/``async with``) or on ``start()``.
 
@@ -225,6 +227,10 @@ class Hub:
             tags: free-form string tags.
             parent: the parent run (or its id) of a nested run, e.g. a sweep's cell.
             run_id: reuse an id (e.g. a restarted job); default a new unique id.
+            experiment: the experiment the run belongs to (tag ``rlobs.experiment``;
+                MLflow files the run there, before any sink or environment setting).
+            description: a text describing the run (tag ``rlobs.description``; MLflow
+                shows it as the run's description).
 
         Raises:
             HubClosedError: the hub is closed.
@@ -235,6 +241,10 @@ class Hub:
         parent_id = parent.run_id if isinstance(parent, Run) else parent
         if parent_id is not None:
             check_run_id(parent_id)
+        extra = {key: value for key, value in ((EXPERIMENT_TAG, experiment),
+                                               (DESCRIPTION_TAG, description)) if value}
+        if extra:
+            tags = {**(tags or {}), **extra}
         return Run(self._context, name, run_id=new_run_id() if run_id is None else run_id,
                    params=params, tags=tags, parent=parent_id)
 
@@ -430,6 +440,9 @@ def run(
     tags: Mapping[str, Any] | None = None,
     parent: Run | str | None = None,
     run_id: str | None = None,
+    experiment: str | None = None,
+    description: str | None = None,
 ) -> Run:
     """Shortcut for ``default_hub().run(...)``: a run on the environment's sinks."""
-    return default_hub().run(name, params=params, tags=tags, parent=parent, run_id=run_id)
+    return default_hub().run(name, params=params, tags=tags, parent=parent, run_id=run_id,
+                             experiment=experiment, description=description)

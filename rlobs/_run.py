@@ -31,6 +31,13 @@ from ._span import NULL_SPAN, SpanScope, current_span_id
 from ._values import as_number
 from ._writer import BACKLOG, RunFile, Writer
 
+EXPERIMENT_TAG = "rlobs.experiment"
+"""Tag naming the experiment a run belongs to (``Hub.run(experiment=…)``)."""
+DESCRIPTION_TAG = "rlobs.description"
+"""Tag holding a run's description (``Hub.run(description=…)``)."""
+KIND_TAG = "rlobs.kind"
+"""Tag saying what made a run: ``result`` for :func:`rlobs.log_result` (no agent loop)."""
+
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _UNSET: Any = object()
 

@@ -26,6 +26,7 @@ from rlobs._log import logger
 
 from ._aggregate import Point
 from ._mapping import MAX_METRICS_PER_BATCH, MAX_TAG_VALUE, chunk_items, truncate
+from ._native import native_tags, run_name
 from ._retry import (
     MAX_ATTEMPTS,
     OUTAGE,
@@ -389,7 +390,9 @@ class Sender:
             state.skip = skip or None
             logger.info("mlflow run resumed", run=start.name, mlflow_run_id=mlflow_id)
         else:
-            tags = {RUN_ID_TAG: start.run_id, HEARTBEAT_TAG: str(start.time_ns)}
+            # MLflow's own tags go with the create: ``mlflow.user`` sets the run's user.
+            tags = {**native_tags(start.tags), RUN_ID_TAG: start.run_id,
+                    HEARTBEAT_TAG: str(start.time_ns)}
             if start.parent_id:
                 tags["rlobs.parent_id"] = start.parent_id
                 parent = self._parent_id(exp_id, start.parent_id)
@@ -398,7 +401,8 @@ class Sender:
                 else:  # the parent's run may still be on its way (another process)
                     state.orphan_of = start.parent_id
             retried, state.creating = state.creating, True
-            mlflow_id = store.create_run(exp_id, start.run_id, start.name,
+            mlflow_id = store.create_run(exp_id, start.run_id,
+                                         run_name(start.name, start.params),
                                          start.time_ns // 1_000_000, tags)
             if retried:  # a create whose answer was lost may have landed after all
                 mlflow_id = store.one_run(exp_id, start.run_id, mlflow_id)
