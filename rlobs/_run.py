@@ -349,8 +349,16 @@ class Run:
             return
         self._emit(Artifact(self.run_id, str(resolved), artifact_path, wall_ns()))
 
-    def log_input_hash(self, path: str | PathLike[str], name: str | None = None) -> str | None:
-        """Hash a dataset file or directory (SHA-256) and tag the run with it.
+    def log_input_hash(self, path: str | PathLike[str], name: str | None = None, *,
+                       context: str | None = None) -> str | None:
+        """Hash a dataset file or directory (SHA-256) and tag the run with it; sinks that
+        know datasets record it as one (MLflow: a dataset input of the run).
+
+        Args:
+            path: the file or directory.
+            name: the dataset's name; default the file name.
+            context: what the run used it for (``training``, ``evaluation``); tag
+                ``rlobs.input.<name>.context``.
 
         Returns:
             The hex digest, also set as tag ``rlobs.input.<name>.sha256``; ``None`` (logged
@@ -363,8 +371,11 @@ class Run:
             self._reject("input", repr(path), why=why)
             return None
         label = name or Path(fspath(path)).name
-        self._update(tags={f"rlobs.input.{label}.sha256": digest,
-                           f"rlobs.input.{label}.path": str(Path(fspath(path)).resolve())})
+        tags = {f"rlobs.input.{label}.sha256": digest,
+                f"rlobs.input.{label}.path": str(Path(fspath(path)).resolve())}
+        if context:
+            tags[f"rlobs.input.{label}.context"] = str(context)
+        self._update(tags=tags)
         return digest
 
     def end(self, status: RunStatus | str = RunStatus.FINISHED,

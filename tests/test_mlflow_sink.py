@@ -94,15 +94,23 @@ def test_provenance_and_user_tags(mlflow_server: MlflowServer) -> None:
             "rlobs.pkg.mlflow"} <= set(tags)
 
 
-def test_input_hash_is_a_tag(mlflow_server: MlflowServer, tmp_path: Path) -> None:
-    """A dataset hash registered with ``log_input_hash`` arrives as a tag."""
+def test_input_hash_is_a_tag_and_a_dataset_input(mlflow_server: MlflowServer,
+                                                 tmp_path: Path) -> None:
+    """A dataset hashed with ``log_input_hash`` arrives as a tag and as an MLflow dataset
+    input of the run (its Datasets panel), with its context."""
     data = tmp_path / "data.csv"
     data.write_text("a,b\n1,2\n")
     with _hub(mlflow_server) as hub, hub.run("agent-f") as run:
-        digest = run.log_input_hash(data)
+        digest = run.log_input_hash(data, context="training")
     assert hub.flush(60)
-    tags = find_run(client(mlflow_server.url), run.run_id).data.tags
-    assert tags["rlobs.input.data.csv.sha256"] == digest
+    found = find_run(client(mlflow_server.url), run.run_id)
+    assert found.data.tags["rlobs.input.data.csv.sha256"] == digest
+    assert found.data.tags["rlobs.input.data.csv.context"] == "training"
+    (dataset_input,) = client(mlflow_server.url).get_run(found.info.run_id).inputs.dataset_inputs
+    assert dataset_input.dataset.name == "data.csv"
+    assert digest is not None and dataset_input.dataset.digest == digest[:36]
+    assert data.resolve().as_uri() in dataset_input.dataset.source
+    assert {t.key: t.value for t in dataset_input.tags}["mlflow.data.context"] == "training"
 
 
 def test_nonfinite_values_are_counted_not_sent(mlflow_server: MlflowServer) -> None:

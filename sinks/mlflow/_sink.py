@@ -76,6 +76,18 @@ class _Converter:
     scored: bool = False  # the run logged its own ``score``
 
 
+def _datasets(tags: Mapping[str, str]) -> list[dict[str, str]]:
+    """The dataset inputs that ``run.log_input_hash`` tagged (``rlobs.input.<name>.*``)."""
+    out = []
+    for key, digest in tags.items():
+        if key.startswith("rlobs.input.") and key.endswith(".sha256"):
+            stem = key[:-len(".sha256")]
+            out.append({"name": stem[len("rlobs.input."):], "digest": digest,
+                        "path": tags.get(f"{stem}.path", ""),
+                        "context": tags.get(f"{stem}.context", "")})
+    return out
+
+
 class MlflowSink(Sink):
     """Logs runs to MLflow: params, tags, per-step metrics, span statistics, status, logs.
 
@@ -273,6 +285,8 @@ class MlflowSink(Sink):
         if "rlobs.description" in event.tags:
             tags.update(native_tags({"rlobs.description": event.tags["rlobs.description"]}))
         conv.scored = conv.scored or "score" in event.metrics
+        for payload in _datasets(event.tags):
+            self._sender.add_job(event.run_id, "dataset", payload)
         # Summaries are stamped with the step count so far: two evaluations make a curve.
         step = conv.last_step + 1
         for key, value in event.metrics.items():
