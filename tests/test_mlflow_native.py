@@ -90,3 +90,20 @@ def test_declared_score_wins_over_episode_returns(mlflow_server: MlflowServer) -
     c = client(mlflow_server.url)
     assert find_run(c, plain.run_id).data.metrics["score"] == 3.0  # mean of the last 2
     assert find_run(c, declared.run_id).data.metrics["score"] == 42.0
+
+
+def test_system_metrics_under_mlflows_own_names(mlflow_server: MlflowServer) -> None:
+    """Samples arrive as ``system/…`` metrics, which MLflow's System metrics tab shows."""
+    import time
+
+    sink = MlflowSink(mlflow_server.url, experiment_name())
+    with rlobs.Hub([sink], heartbeat_s=0, system_metrics_s=0.2) as hub, \
+            hub.run("sys") as run:
+        run.step(1.0)
+        time.sleep(1.0)
+    assert hub.flush(60)
+    c = client(mlflow_server.url)
+    found = find_run(c, run.run_id)
+    history = c.get_metric_history(found.info.run_id, "system/cpu_utilization_percentage")
+    assert len(history) >= 2
+    assert "system/system_memory_usage_megabytes" in found.data.metrics
