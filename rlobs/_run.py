@@ -35,6 +35,13 @@ from ._values import as_number
 from ._writer import BACKLOG, RunFile, Writer
 from .environment_variables import RLOBS_OTEL_CONTEXT
 
+EXPERIMENT_TAG = "rlobs.experiment"
+"""Tag naming the experiment a run belongs to (``Hub.run(experiment=…)``)."""
+DESCRIPTION_TAG = "rlobs.description"
+"""Tag holding a run's description (``Hub.run(description=…)``)."""
+KIND_TAG = "rlobs.kind"
+"""Tag saying what made a run: ``result`` for :func:`rlobs.log_result` (no agent loop)."""
+
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _UNSET: Any = object()
 _ZERO, _ONE = 0, 1  # Run.step's defaults, compared by identity (small ints are shared)
@@ -409,8 +416,16 @@ class Run:
             return
         self._emit(Artifact(self.run_id, str(resolved), artifact_path, wall_ns()))
 
-    def log_input_hash(self, path: str | PathLike[str], name: str | None = None) -> str | None:
-        """Hash a dataset file or directory (SHA-256) and tag the run with it.
+    def log_input_hash(self, path: str | PathLike[str], name: str | None = None, *,
+                       context: str | None = None) -> str | None:
+        """Hash a dataset file or directory (SHA-256) and tag the run with it; sinks that
+        know datasets record it as one (MLflow: a dataset input of the run).
+
+        Args:
+            path: the file or directory.
+            name: the dataset's name; default the file name.
+            context: what the run used it for (``training``, ``evaluation``); tag
+                ``rlobs.input.<name>.context``.
 
         Returns:
             The hex digest, also set as tag ``rlobs.input.<name>.sha256``; ``None`` (logged
@@ -423,8 +438,11 @@ class Run:
             self._reject("input", repr(path), why=why)
             return None
         label = name or Path(fspath(path)).name
-        self._update(tags={f"rlobs.input.{label}.sha256": digest,
-                           f"rlobs.input.{label}.path": str(Path(fspath(path)).resolve())})
+        tags = {f"rlobs.input.{label}.sha256": digest,
+                f"rlobs.input.{label}.path": str(Path(fspath(path)).resolve())}
+        if context:
+            tags[f"rlobs.input.{label}.context"] = str(context)
+        self._update(tags=tags)
         return digest
 
     def end(self, status: RunStatus | str = RunStatus.FINISHED,

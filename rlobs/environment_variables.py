@@ -28,6 +28,12 @@ unavailable. Default ``60``."""
 RLOBS_HEARTBEAT_S = "RLOBS_HEARTBEAT_S"
 """Seconds between heartbeat events of each open run; ``0`` disables. Default ``10``."""
 
+RLOBS_SYSTEM_METRICS_S = "RLOBS_SYSTEM_METRICS_S"
+"""Seconds between samples of system metrics (CPU, memory, disk, network; GPUs with
+nvidia-ml-py), recorded on every open top-level run as ``system/…`` summaries; ``0``
+disables. Sampled on a thread of its own, never the agent's; needs psutil (installed by
+``rlobs[all]`` and ``rlobs[system]``), else off. Default ``10``."""
+
 RLOBS_QUEUE_SIZE = "RLOBS_QUEUE_SIZE"
 """Events each sink's queue holds (sinks may declare their own). Default ``65536``."""
 
