@@ -8,7 +8,6 @@ import pytest
 
 import rlobs
 from sinks.mlflow._aggregate import Downsample, Point, SpanStats, StepPoints, percentile
-from sinks.mlflow._native import native_tags, run_name
 from sinks.mlflow._mapping import (
     MAX_PARAMS_TAGS_PER_BATCH,
     NonFinite,
@@ -17,6 +16,7 @@ from sinks.mlflow._mapping import (
     map_tags,
     sanitize_key,
 )
+from sinks.mlflow._native import native_tags, run_name
 
 
 def _step(i: int, metrics: dict[str, float], ns: int = 0, done: bool = False) -> rlobs.Step:
