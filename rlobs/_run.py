@@ -24,12 +24,23 @@ from ._clock import _WALL_OFFSET_NS, _now_ns, wall_ns
 from ._codec import SpanLine, StepLine
 from ._events import Artifact, RunEnd, RunStart, RunStatus, RunUpdate, Step
 from ._exceptions import InvalidRunId
+from ._llm import KIND, KINDS
 from ._log import logger
 from ._params import clean_attributes, clean_tags, flatten_params, redact_text
 from ._provenance import file_sha256
+from ._settings import env_bool, env_int
 from ._span import NULL_SPAN, SpanScope, current_span_id
+from ._traceids import TraceIds
 from ._values import as_number
 from ._writer import BACKLOG, RunFile, Writer
+from .environment_variables import RLOBS_OTEL_CONTEXT
+
+EXPERIMENT_TAG = "rlobs.experiment"
+"""Tag naming the experiment a run belongs to (``Hub.run(experiment=…)``)."""
+DESCRIPTION_TAG = "rlobs.description"
+"""Tag holding a run's description (``Hub.run(description=…)``)."""
+KIND_TAG = "rlobs.kind"
+"""Tag saying what made a run: ``result`` for :func:`rlobs.log_result` (no agent loop)."""
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _UNSET: Any = object()
@@ -112,6 +123,7 @@ class Run:
         self.name = str(name)
         self.run_id = check_run_id(run_id)
         self.parent_id = parent.run_id if isinstance(parent, Run) else parent
+        self._ids: TraceIds | None = None
         self.params = flatten_params(params)
         self.tags = clean_tags(tags)
         # Re-entrant: a signal handler that ends the run runs on the thread it interrupted,
@@ -135,6 +147,9 @@ class Run:
         self._count_lock = threading.Lock()
         self._next_span_id = itertools.count(1).__next__
         self._tokens: list[contextvars.Token[Run | None]] = []
+        self._otel_tokens: list[Any] = []
+        self._llm_step: dict[str, float] = {}  # LLM usage since the last step (the lock's)
+        self._llm_total: dict[str, float] = {}
         _runs.add(self)
 
     # ------------------------------------------------------------------ state
@@ -181,6 +196,23 @@ class Run:
         return self._open
 
     @property
+    def trace_ids(self) -> TraceIds:
+        """The OpenTelemetry ids the ``otel`` sink gives this run's spans (see
+        :class:`rlobs.TraceIds`); final once the run started."""
+        return self._ids if self._ids is not None else TraceIds.of(self.run_id)
+
+    @property
+    def span_sampling(self) -> tuple[int, int]:
+        """``(first, every)``: which steps' spans the ``otel`` sink keeps by default
+        (``RLOBS_OTEL_STEP_SPANS``, ``RLOBS_OTEL_STEP_EVERY``)."""
+        return (env_int("RLOBS_OTEL_STEP_SPANS", 1000), env_int("RLOBS_OTEL_STEP_EVERY", 100))
+
+    @property
+    def window_steps(self) -> int:
+        """Steps per live trace of the ``otel`` sink (``RLOBS_OTEL_TRACE_STEPS``)."""
+        return env_int("RLOBS_OTEL_TRACE_STEPS", 100)
+
+    @property
     def log_path(self) -> Path | None:
         """The run's JSONL log (``None`` when no log is written)."""
         return self._ctx.writer.path_for(self.run_id)
@@ -203,9 +235,11 @@ class Run:
             try:
                 if last is not None:
                     self._continue_from(last)
+                resumed_at = self._steps if last is not None else None
                 event = self._ctx.describe(RunStart(
                     self.run_id, self.name, self.params, self.tags, self.parent_id,
-                    self._start_ns, resumed_at=self._steps if last is not None else None))
+                    self._start_ns, resumed_at=resumed_at))
+                self._ids = TraceIds.of(self.run_id, resumed_at)
             except BaseException:
                 writer.abort(rf)
                 raise
@@ -311,6 +345,9 @@ class Run:
                 return
             index = self._steps + env_steps - 1
             total = self._total + reward
+            if self._llm_step:  # LLM calls since the last step: their usage is the step's
+                clean = {**clean, **self._llm_step}
+                self._llm_step = {}
             episode = self._episodes + episodes
             ep_return = self._ep_return + reward
             pending = self._pending
@@ -330,14 +367,37 @@ class Run:
         if queued >= BACKLOG:
             self._write_backlog()
 
-    def span(self, name: str, **attributes: Any) -> SpanScope:
+    def span(self, name: str, *, kind: str | None = None, **attributes: Any) -> SpanScope:
         """Time a block as a span of the current step: ``with run.span("actor.forward"):``.
 
+        ``kind`` (``"llm"``, ``"tool"``, ``"agent"``, ``"chain"``, ``"retriever"``,
+        ``"embedding"``) is what LLM-agent viewers show it as; an unknown kind is logged
+        and recorded as a plain ``kind`` attribute. ``scope.llm(...)`` records a model
+        call's tokens, ``scope.io(...)`` its input and output (see docs/otel.md).
         When no sink wants spans this returns a shared no-op scope (tens of ns).
         """
         if not self._ctx.wants_spans:
             return NULL_SPAN
-        return SpanScope(self._next_span_id, self._add_span, name, attributes)
+        if kind is not None:
+            if kind in KINDS:
+                attributes[KIND] = kind
+            else:
+                self._reject("kind", kind, why=f"not a span kind ({', '.join(KINDS)})")
+                attributes["kind"] = kind
+        return SpanScope(self._next_span_id, self._add_span, name, attributes,
+                         self._add_usage)
+
+    def _add_usage(self, model: str | None, input_tokens: float, output_tokens: float,
+                   cost: float | None) -> None:
+        """Count an LLM call in the metrics of the step it ends in and of the run."""
+        with self._lock:
+            for table in (self._llm_step, self._llm_total):
+                table["llm.calls"] = table.get("llm.calls", 0.0) + 1
+                table["llm.input_tokens"] = table.get("llm.input_tokens", 0.0) + input_tokens
+                table["llm.output_tokens"] = (table.get("llm.output_tokens", 0.0)
+                                              + output_tokens)
+                if cost is not None:
+                    table["llm.cost_usd"] = table.get("llm.cost_usd", 0.0) + cost
 
     def record_span(
         self,
@@ -389,8 +449,16 @@ class Run:
             return
         self._emit(Artifact(self.run_id, str(resolved), artifact_path, wall_ns()))
 
-    def log_input_hash(self, path: str | PathLike[str], name: str | None = None) -> str | None:
-        """Hash a dataset file or directory (SHA-256) and tag the run with it.
+    def log_input_hash(self, path: str | PathLike[str], name: str | None = None, *,
+                       context: str | None = None) -> str | None:
+        """Hash a dataset file or directory (SHA-256) and tag the run with it; sinks that
+        know datasets record it as one (MLflow: a dataset input of the run).
+
+        Args:
+            path: the file or directory.
+            name: the dataset's name; default the file name.
+            context: what the run used it for (``training``, ``evaluation``); tag
+                ``rlobs.input.<name>.context``.
 
         Returns:
             The hex digest, also set as tag ``rlobs.input.<name>.sha256``; ``None`` (logged
@@ -403,8 +471,11 @@ class Run:
             self._reject("input", repr(path), why=why)
             return None
         label = name or Path(fspath(path)).name
-        self._update(tags={f"rlobs.input.{label}.sha256": digest,
-                           f"rlobs.input.{label}.path": str(Path(fspath(path)).resolve())})
+        tags = {f"rlobs.input.{label}.sha256": digest,
+                f"rlobs.input.{label}.path": str(Path(fspath(path)).resolve())}
+        if context:
+            tags[f"rlobs.input.{label}.context"] = str(context)
+        self._update(tags=tags)
         return digest
 
     def end(self, status: RunStatus | str = RunStatus.FINISHED,
@@ -431,6 +502,9 @@ class Run:
         """
         wait_s = self._ctx.end_timeout_s if lock_wait_s is None else lock_wait_s
         error = None if error is None else redact_text(str(error))
+        if self._llm_total and self._open:
+            totals, self._llm_total = self._llm_total, {}
+            self._update(metrics={f"{k}_total": v for k, v in totals.items()})
         locked = self._lock.acquire(timeout=wait_s)
         try:
             if not self._open or self._file is None:
@@ -574,6 +648,7 @@ class Run:
     def __enter__(self) -> Run:
         self.start()
         self._tokens.append(_current_run.set(self))
+        self._attach_otel()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -584,6 +659,7 @@ class Run:
     async def __aenter__(self) -> Run:
         await anyio.to_thread.run_sync(self.start)
         self._tokens.append(_current_run.set(self))
+        self._attach_otel()
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
@@ -593,7 +669,27 @@ class Run:
         with anyio.CancelScope(shield=True):  # cleanup survives the caller's cancellation
             await anyio.to_thread.run_sync(self.end, status, error)
 
+    def _attach_otel(self) -> None:
+        """With ``RLOBS_OTEL_CONTEXT=1``, make :func:`rlobs.otel_context` current in the
+        block (OpenTelemetry instrumentation then nests under the run's spans)."""
+        if not env_bool(RLOBS_OTEL_CONTEXT, False):
+            return
+        try:
+            from ._traceids import otel_context
+
+            context = otel_context(self)
+            from opentelemetry import context as otel
+        except Exception as exc:  # OpenTelemetry missing: the run goes on without it
+            logger.warning("RLOBS_OTEL_CONTEXT is set but no OpenTelemetry context could "
+                           "be made", run=self.name, error=f"{type(exc).__name__}: {exc}")
+            return
+        self._otel_tokens.append((otel, otel.attach(context)))
+
     def _reset_current(self) -> None:
+        if self._otel_tokens:
+            otel, token = self._otel_tokens.pop()
+            with contextlib.suppress(Exception):  # another context than entered
+                otel.detach(token)
         if self._tokens:
             # ValueError: exited in another context than entered; nothing to undo there.
             with contextlib.suppress(ValueError):

@@ -38,6 +38,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     runs = tmp_path / "runs"
     monkeypatch.setenv("RLOBS_JSONL_DIR", str(runs))
     monkeypatch.setenv("RLOBS_HANDLE_SIGNALS", "0")
+    # Samples every 10 s would land in tests that count events; tests of them turn it on.
+    monkeypatch.setenv("RLOBS_SYSTEM_METRICS_S", "0")
     return runs
 
 
