@@ -34,6 +34,7 @@ def test_callback_names_its_mlflow_run(mlflow_server: MlflowServer) -> None:
     c = client(mlflow_server.url)
     run = poll(lambda: (r := c.get_run(found)) and r.info.status == "FINISHED" and r)
     assert run.data.tags["rlobs.run_id"] == callback.run_id
+    assert "rlobs.mlflow.gaps" not in run.data.tags  # records n_envs apart are no gaps
     assert run.data.metrics["episodes"] == len(model.ep_info_buffer) > 10
     kl = c.get_metric_history(found, "train/approx_kl")
     # SB3 dumps train/* from round 2 on, at num_timesteps 256, 384, 512 (the summary

@@ -263,7 +263,8 @@ class MlflowSink(Sink):
         conv = self._runs.get(event.run_id)
         if conv is None:
             return
-        if event.step != conv.last_step + 1:  # the hub dropped steps: replay must compare
+        # A record of n env steps follows the one ending at step - n.
+        if event.step - event.env_steps != conv.last_step:  # dropped: replay must compare
             conv.tags[GAPS_TAG] = "true"
         conv.last_step = event.step
         conv.steps.convert(event, conv.staged)
