@@ -111,8 +111,9 @@ class RunBoard:
     def add(self, step: Step) -> None:
         """Account one step (on the sink's worker, once per step: kept lean)."""
         index = step.step
-        if index > self.tally.steps:
-            self.missed += index - self.tally.steps
+        first = index - step.env_steps + 1  # a record may stand for many env steps
+        if first > self.tally.steps:
+            self.missed += first - self.tally.steps
         self.last_ns = step.time_ns
         self.rewards.append(step.reward)
         for ret in self.tally.add_step(step):

@@ -17,6 +17,7 @@ PUBLIC = {
     "is_secret_key", "iter_events", "log_result", "read_run", "redact_uri", "registered_sinks",
     "require", "run", "selected_names", "sync", "wall_ns",
     "RunEntry", "RunTally", "list_runs",
+    "TraceIds", "otel_context", "use_otel_context", "set_llm_prices",
 }
 
 

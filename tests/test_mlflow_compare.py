@@ -89,17 +89,19 @@ def test_unknown_experiment_is_a_clear_error(mlflow_server: MlflowServer,
 
 def test_runs_go_to_the_documented_experiment(mlflow_server: MlflowServer,
                                               runs_dir: Path) -> None:
-    """docs/cli.md's example: runs named ``ppo-cartpole`` are compared as experiment
-    ``ppo`` (the family of their name), which the sink created."""
+    """docs/cli.md's example: runs of ``examples/ppo_cartpole.py`` (experiment
+    ``cartpole``) are compared by naming that experiment, which the sink created."""
     hub = rlobs.Hub(["jsonl", MlflowSink(mlflow_server.url)], heartbeat_s=0,
                     provenance=False, handle_signals=False)
     with hub:
         for lr in ("3e-3", "3e-4"):
-            with hub.run("ppo-cartpole", params={"lr": lr}) as run:
+            with hub.run("ppo-cartpole", params={"lr": lr}, experiment="cartpole") as run:
                 for t in range(6):
                     run.step(1.0, done=(t % 3 == 2))
     assert hub.flush(60)
-    groups, _ = compare_mlflow(mlflow_server.url, ["ppo"], "lr")
+    groups, _ = compare_mlflow(mlflow_server.url, ["cartpole"], "lr")
+    example = Path(__file__).resolve().parents[1] / "examples" / "ppo_cartpole.py"
+    assert 'experiment="cartpole"' in example.read_text()
     assert sorted(g.group for g in groups) == ["3e-3", "3e-4"]
 
 

@@ -48,8 +48,8 @@ def _unknown(client: Any, wanted: str) -> str:
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return (f"no MLflow experiment named (or with id) {wanted!r}{hint}; experiments "
             f"there: {', '.join(names) or '(none)'} "
-            "(the MLflow sink names a run's experiment by its name's family: "
-            "'ppo-cartpole' goes to 'ppo', unless RLOBS_MLFLOW_EXPERIMENT says otherwise)")
+            "(a run is in the experiment it names, hub.run(..., experiment=...), else its "
+            "parent's, else the sink's setting: see docs/mlflow.md)")
 
 
 def _rlobs_runs(client: Any, experiment_ids: list[str]) -> list[Any]:
