@@ -14,7 +14,7 @@ from rlobs import Hub
 from rlobs._cli import main, shipped_counts
 from rlobs._records import deliveries
 from sinks.mlflow._probe import probe_tracking_uri
-from sinks.otel._probe import probe_endpoint
+from sinks.otel import OtelSink
 
 
 @pytest.fixture(autouse=True)
@@ -73,8 +73,7 @@ def test_store_probes_say_what_is_wrong(tmp_path: Path, listener: int) -> None:
                                     or "")
     assert probe_tracking_uri(f"sqlite:///{tmp_path}/new/dir/mlflow.db") is None
     assert probe_tracking_uri(str(tmp_path / "mlruns")) is None
-    assert probe_endpoint(f"127.0.0.1:{listener}", "grpc") is None
-    assert "bad endpoint" in (probe_endpoint("http://[::1", "http/protobuf") or "")
+    assert OtelSink(f"127.0.0.1:{listener}", protocol="grpc").probe() is None
     assert "bad tracking URI" in (probe_tracking_uri("http://host:port") or "")
 
 

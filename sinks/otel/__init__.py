@@ -42,7 +42,6 @@ from rlobs import (
     require,
 )
 
-from ._probe import probe_endpoint
 from ._sampling import StepSampling
 
 if TYPE_CHECKING:
@@ -214,11 +213,6 @@ class OtelSink(Sink):
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> OtelSink:
         return cls(env=env)
-
-    def probe(self) -> str | None:
-        """A TCP connection to the traces endpoint (nothing to check with an exporter)."""
-        return None if self.exporter is not None else probe_endpoint(self.endpoint,
-                                                                     self.protocol)
 
     def ship_env(self) -> dict[str, str] | None:
         """This sink's configuration as the variables :meth:`from_env` reads; ``None``
