@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,7 @@ from rich.table import Table
 from . import environment_variables as ev
 from ._exceptions import RlobsError
 from ._hub import Hub
+from ._log import NAME as LOGGER_NAME
 from ._params import redact_uri
 from ._reader import RunLog, read_run
 from ._records import deliveries, delivery_file, shipper_statuses
@@ -271,8 +273,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _ErrorsHandler(logging.Handler):
+    """Renders rlobs' warnings and errors on the CLI's stderr console (never stdout)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            style = "red" if record.levelno >= logging.ERROR else "yellow"
+            _errors.print(f"[{style}]{record.levelname.lower()}:[/{style}] "
+                          f"{escape(record.getMessage())}")
+        except Exception:
+            self.handleError(record)
+
+
+def configure_logging() -> None:
+    """Give rlobs' log records the CLI's own rendering on stderr, unless logging is
+    configured already (an application calling ``main`` keeps its handlers)."""
+    log = logging.getLogger(LOGGER_NAME)
+    if logging.getLogger().handlers or any(isinstance(h, _ErrorsHandler) for h in log.handlers):
+        return
+    if not log.handlers:
+        handler = _ErrorsHandler(logging.WARNING)
+        log.addHandler(handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rlobs`` console script."""
+    configure_logging()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
