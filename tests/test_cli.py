@@ -117,3 +117,31 @@ def test_make_demo_output_off_a_terminal(tmp_path: Path) -> None:
     run_id = Path(path).stem
     found = find_run(client(store), run_id)
     assert found is not None and found.info.status == "FINISHED"
+
+
+WRONG = [
+    ["show", "{tmp}/missing.jsonl"], ["show", "{tmp}/not-a-run.txt"], ["show", "{tmp}/empty"],
+    ["show", "{tmp}/no/such/dir"], ["plot", "{tmp}/empty"], ["plot", "{tmp}/not-a-run.txt"],
+    ["export-trace", "{tmp}/missing.jsonl"], ["compare", "{tmp}/missing.jsonl", "--by", "x"],
+    ["compare", "{tmp}/empty", "--by", "x"], ["compare", "{tmp}/not-a-run.txt", "--by", "x"],
+    ["tail", "{tmp}/no/such/dir/run.jsonl"], ["tail", "{tmp}/not-a-run.txt", "--timeout", "1"],
+    ["tail", "--timeout", "soon"], ["compare", "{tmp}", "--by", "x", "--last", "zero"],
+    ["show", "{tmp}/a-dir.jsonl"], ["nosuchcommand"],
+]
+
+
+@pytest.mark.parametrize("argv", WRONG, ids=[" ".join(a) for a in WRONG])
+def test_a_wrong_path_or_argument_is_one_clear_line(
+        argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No traceback for a wrong path or argument: a message on stderr and exit 2."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a-dir.jsonl").mkdir()
+    (tmp_path / "not-a-run.txt").write_text("hello\n")
+    args = [a.format(tmp=tmp_path) for a in argv]
+    try:
+        code = main(args)
+    except SystemExit as exc:  # argparse's own usage errors
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.strip() and "Traceback" not in err
