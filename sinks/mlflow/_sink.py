@@ -38,6 +38,7 @@ from . import environment_variables as ev
 from ._aggregate import Downsample, Point, SpanStats, StepPoints
 from ._mapping import MAX_TAG_VALUE, map_params, map_tags, truncate
 from ._native import native_tags
+from ._probe import probe_tracking_uri
 from ._sender import RunState, Sender
 from ._store import GAPS_TAG, HEARTBEAT_TAG, Store
 
@@ -387,6 +388,10 @@ class MlflowSink(Sink):
             return (f"{where}: unreachable for {down:.0f}s ({backoff.last_error}); retry in "
                     f"{backoff.wait_s():.1f}s; {sender.buffered} values buffered{lost}{failed}")
         return f"{where}: {sender.sent} values sent, {sender.buffered} buffered{lost}{failed}"
+
+    def probe(self) -> str | None:
+        """``GET /health`` of a server, or whether a file or SQLite store can be written."""
+        return probe_tracking_uri(self.tracking_uri)
 
     def viewer_hint(self) -> str:
         """How to look at the runs: the ``mlflow ui`` command for a local store."""
