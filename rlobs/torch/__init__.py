@@ -1,7 +1,8 @@
 """Compiled actors with latency spans: ``rlobs.torch.instrument(actor)``.
 
-Wrap a policy module so that each call runs on a compiled backend (``script``,
-``compile``, ``cudagraph``, ``eager``, or ``auto``: measured, fastest that works) and
+Wrap a policy module so that each call runs on a compiled backend (``onnx``, ``export``,
+``script``, ``compile``, ``cudagraph``, ``eager``, or ``auto``: measured, fastest that
+works) and
 records one span per call (batch size, backend, device, whether it compiled, why it fell
 back) on the current run. See ``docs/actor.md``.
 
