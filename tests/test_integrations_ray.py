@@ -313,6 +313,38 @@ def test_the_actors_traces_hang_off_the_parents(rollout: dict[str, Any]) -> None
     assert {c.attributes["rlobs.parent_run_id"] for c in children} == {rollout["parent"]}
 
 
+@ray.remote
+class Lonely:
+    """An actor that is the first writer of its log directory: it starts the shipper."""
+
+    def log(self, steps: int) -> str:
+        with worker_run("lonely") as run:
+            for k in range(steps):
+                run.step(float(k))
+        return run.run_id
+
+
+def test_a_shipper_started_by_an_actor_outlives_the_actor(
+        cluster: None, mlflow_server_pg: MlflowServer, tmp_path: Path) -> None:
+    """Ray ends an exiting worker's children; the shipper an actor started is not ended
+    with it, and delivers the actor's run after the actor is gone."""
+    env = {k: v for k, v in _backends(mlflow_server_pg, tmp_path / "runs").items()
+           if not k.startswith("_")}
+    actor = Lonely.options(num_cpus=0, runtime_env={"env_vars": worker_env(env=env)}).remote()
+    run_id = ray.get(actor.log.remote(100), timeout=120)
+    del actor  # the actor's process exits (gracefully) at once
+    tracking = client(mlflow_server_pg.url)
+
+    def delivered() -> bool:
+        run = find_run(tracking, run_id)
+        return run is not None and run.info.status == "FINISHED"
+
+    assert poll(delivered, timeout_s=90), "the actor's run never reached MLflow"
+    history = tracking.get_metric_history(find_run(tracking, run_id).info.run_id,
+                                          "step_reward")
+    assert sorted(m.step for m in history) == list(range(100))
+
+
 # ---------------------------------------------------------------------- Ray tasks
 
 
@@ -338,3 +370,93 @@ def test_tasks_in_a_reused_worker_get_fresh_runs(cluster: None, runs_dir: Path) 
         assert log.start.parent_id == parent.run_id
         assert [s.step for s in log.steps] == list(range(100 + index))
         assert log.end is not None and log.end.total_reward == index * (100 + index)
+
+
+# ---------------------------------------------------------------------- docs' recipes
+
+DEPLOYMENT = Path(__file__).parent.parent / "docs" / "deployment.md"
+_MARK = "<!-- needs: ray -->"
+
+
+def _recipes() -> dict[str, str]:
+    """docs/deployment.md's Python blocks marked ``needs: ray``, by their ### heading."""
+    out: dict[str, str] = {}
+    lines = DEPLOYMENT.read_text().splitlines()
+    heading = ""
+    for i, line in enumerate(lines):
+        if line.startswith("### "):
+            heading = line[4:].split(":")[0].strip().lower()
+        if line.strip() == _MARK:
+            assert lines[i + 1] == "```python", f"{_MARK} not followed by a Python block"
+            end = lines.index("```", i + 2)
+            out[heading] = "\n".join(lines[i + 2:end])
+    return out
+
+
+def _logs(runs: Path) -> dict[str, Any]:
+    """Every run log of the directory, by run name."""
+    return {log.start.name: log for p in runs.glob("*.jsonl") if (log := read_run(p))}
+
+
+def _check_actors(ns: dict[str, Any], runs: Path) -> None:
+    assert ns["steps"] == [1_000] * 4
+    logs = _logs(runs)
+    parent = logs.pop("rollout")
+    assert sorted(logs) == [f"rollout-{i}" for i in range(4)]
+    for log in logs.values():
+        assert log.start.parent_id == parent.start.run_id
+        assert log.end is not None and log.end.status is RunStatus.FINISHED
+        assert (log.end.steps, log.end.episodes) == (1_000, 10)
+
+
+def _check_tasks(ns: dict[str, Any], runs: Path) -> None:
+    assert ns["returns"] == [0.0, 200.0, 400.0]
+    logs = _logs(runs)
+    parent = logs.pop("evaluation")
+    assert sorted(logs) == ["eval-s0", "eval-s1", "eval-s2"]
+    assert {log.start.parent_id for log in logs.values()} == {parent.start.run_id}
+    assert [log.start.params["seed"] for _, log in sorted(logs.items())] == [0, 1, 2]
+
+
+def _check_tune(ns: dict[str, Any], runs: Path) -> None:
+    logs = _logs(runs)
+    parent = logs.pop("lr-sweep")
+    grid = {r.config["lr"]: r for r in ns["results"]}
+    by_lr = {log.start.params["lr"]: log for log in logs.values()}
+    assert sorted(by_lr) == sorted(grid) == [0.01, 0.1]
+    for lr, log in by_lr.items():
+        assert log.start.parent_id == parent.start.run_id
+        assert len(log.steps) == grid[lr].metrics["training_iteration"]
+        assert log.end is not None and log.end.status is RunStatus.FINISHED
+    tags = {k: v for e in parent.events if hasattr(e, "tags") for k, v in e.tags.items()}
+    assert tags["ray.tune.best_run_id"] == by_lr[0.01].start.run_id
+
+
+def _check_rllib(ns: dict[str, Any], runs: Path) -> None:
+    (log,) = _logs(runs).values()
+    assert log.start.name == "ppo-cartpole"
+    assert log.end is not None and log.end.status is RunStatus.FINISHED
+    assert log.steps and all(s.done or s.truncated for s in log.steps)
+    # CartPole pays 1 per step: an episode's return is its length.
+    assert [s.reward for s in log.steps] == [s.metrics["episode_env_steps"] for s in log.steps]
+    assert log.steps[-1].metrics["training_iteration"] == 2
+    assert log.end.episodes == len(log.steps)
+
+
+_CHECKS = {"actors": _check_actors, "tasks": _check_tasks, "ray tune": _check_tune,
+           "rllib": _check_rllib}
+
+
+def test_every_recipe_is_checked() -> None:
+    """Each Ray recipe in docs/deployment.md has its check here."""
+    assert sorted(_recipes()) == sorted(_CHECKS)
+
+
+@pytest.mark.parametrize("name", sorted(_CHECKS))
+def test_deployment_recipe_runs(name: str, cluster: None, runs_dir: Path,
+                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recipe runs as written on the module's cluster and logs what the docs say."""
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {"__name__": "__recipe__"}
+    exec(compile(_recipes()[name], f"docs/deployment.md ({name})", "exec"), namespace)
+    _CHECKS[name](namespace, runs_dir)
