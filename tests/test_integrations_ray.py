@@ -83,6 +83,48 @@ def _trace_tree(url: str, experiment_id: str, root_name: str, runs: int
     return root, [s for s in spans if s.parent_id == root.span_id]
 
 
+# ---------------------------------------------------------------------- no cluster
+
+
+def test_the_module_imports_neither_tune_nor_rllib_until_asked() -> None:
+    """``rlobs.integrations.ray`` imports ray only; a callback imports its library."""
+    import subprocess
+    import sys
+
+    code = ("import sys, rlobs.integrations.ray as r\n"
+            "print(sorted({m for m in sys.modules if m in ('ray.tune', 'ray.rllib')}))\n"
+            "r.RlobsTuneCallback\n"
+            "print('ray.tune' in sys.modules, 'ray.rllib' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.split("\n")[:2] == ["[]", "True False"]
+
+
+def test_worker_env_carries_the_sinks_and_the_parent(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only rlobs/MLflow/OTel variables travel; a relative log directory becomes absolute."""
+    monkeypatch.chdir(tmp_path)
+    env = worker_env("parent-1", env={"RLOBS_JSONL_DIR": "runs", "MLFLOW_TRACKING_URI": "x",
+                                      "OTEL_EXPORTER_OTLP_ENDPOINT": "y", "HOME": "/root"})
+    assert env == {"RLOBS_JSONL_DIR": str(tmp_path / "runs"), "MLFLOW_TRACKING_URI": "x",
+                   "OTEL_EXPORTER_OTLP_ENDPOINT": "y", "RLOBS_PARENT_ID": "parent-1",
+                   "RAY_kill_child_processes_on_worker_exit": "0"}
+    assert "RAY_kill_child_processes_on_worker_exit" not in worker_env(env={},
+                                                                       keep_shipper=False)
+
+
+def test_bad_arguments_fail_clearly() -> None:
+    """A parent id that is no run id, or half a best-trial rule, is refused at once."""
+    from rlobs import InvalidRunId
+
+    with pytest.raises(InvalidRunId):
+        worker_env("../etc")
+    with pytest.raises(ValueError, match="both metric and mode"):
+        RlobsTuneCallback(metric="loss")
+    with pytest.raises(ValueError, match="'min' or 'max'"):
+        RlobsTuneCallback(metric="loss", mode="best")
+
+
 # ---------------------------------------------------------------------- Ray Tune
 
 
