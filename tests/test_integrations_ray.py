@@ -61,6 +61,11 @@ def _backends(server: MlflowServer, runs: Path) -> dict[str, str]:
     }
 
 
+def patch_env(env: dict[str, str]) -> dict[str, str]:
+    """The variables of :func:`_backends` that go into the environment."""
+    return {k: v for k, v in env.items() if not k.startswith("_")}
+
+
 def _mlflow_runs(url: str, experiment_id: str) -> dict[str, Any]:
     """The experiment's MLflow runs by rlobs run name."""
     return {r.data.tags["rlobs.name"]: r for r in client(url).search_runs([experiment_id])}
@@ -168,6 +173,7 @@ def logged(cluster: None, mlflow_server_pg: MlflowServer,
         with Hub() as hub:
             callback = RlobsTuneCallback("sweep", metric="score", mode="max", hub=hub)
             with hub.run("rollout", params={"actors": ACTORS}) as parent:
+                lonely = _start_lonely(patch_env(env), base / "lonely")
                 actors, ids, work = _start_rollout(parent, env)
                 grid = _tuner(base, callback).fit()
                 _kill_victim(actors, ids, work, base / "runs")
@@ -176,7 +182,7 @@ def logged(cluster: None, mlflow_server_pg: MlflowServer,
         assert len(report.runs) == 5 + ACTORS + 1
     yield {"env": env, "grid": {r.config["x"]: r for r in grid}, "runs": base / "runs",
            "callback": callback, "url": mlflow_server_pg.url, "ids": ids,
-           "parent": parent.run_id}
+           "parent": parent.run_id, "lonely": lonely}
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +200,8 @@ def rollout(logged: dict[str, Any]) -> dict[str, Any]:
 def _sweep_runs(sweep: dict[str, Any]) -> dict[str, Any]:
     """The sweep's MLflow runs (the experiment holds the rollout's too)."""
     runs = _mlflow_runs(sweep["url"], sweep["env"]["_EXPERIMENT_ID"])
-    return {n: r for n, r in runs.items() if not n.startswith("rollout")}
+    return {n: r for n, r in runs.items()
+            if n == "sweep" or r.data.tags.get("ray.tune.role") == "trial"}
 
 
 def test_a_sweep_is_one_parent_and_a_child_per_trial(sweep: dict[str, Any]) -> None:
@@ -359,31 +366,36 @@ def test_the_actors_traces_hang_off_the_parents(rollout: dict[str, Any]) -> None
 class Lonely:
     """An actor that is the first writer of its log directory: it starts the shipper."""
 
-    def log(self, steps: int) -> str:
-        with worker_run("lonely") as run:
+    def log(self, run_id: str, steps: int) -> None:
+        with worker_run("lonely", run_id=run_id) as run:
             for k in range(steps):
                 run.step(float(k))
-        return run.run_id
+        ray.actor.exit_actor()  # a graceful exit: Ray ends the process's children
 
 
-def test_a_shipper_started_by_an_actor_outlives_the_actor(
-        cluster: None, mlflow_server_pg: MlflowServer, tmp_path: Path) -> None:
-    """Ray ends an exiting worker's children; the shipper an actor started is not ended
-    with it, and delivers the actor's run after the actor is gone."""
-    env = {k: v for k, v in _backends(mlflow_server_pg, tmp_path / "runs").items()
-           if not k.startswith("_")}
-    actor = Lonely.options(num_cpus=0, runtime_env={"env_vars": worker_env(env=env)}).remote()
-    run_id = ray.get(actor.log.remote(100), timeout=120)
-    del actor  # the actor's process exits (gracefully) at once
-    tracking = client(mlflow_server_pg.url)
+def _start_lonely(env: dict[str, str], runs: Path) -> tuple[str, Any]:
+    """An actor alone in its log directory logs 100 steps and exits at once; returns
+    its run id and its handle (kept: the actor leaves on its own)."""
+    run_id = f"lonely-{os.getpid()}-{time.time_ns()}"
+    env = {**env, "RLOBS_JSONL_DIR": str(runs)}
+    actor = Lonely.options(num_cpus=0,
+                           runtime_env={"env_vars": worker_env(env=env)}).remote()
+    actor.log.remote(run_id, 100)
+    return run_id, actor
 
-    def delivered() -> bool:
-        run = find_run(tracking, run_id)
-        return run is not None and run.info.status == "FINISHED"
 
-    assert poll(delivered, timeout_s=90), "the actor's run never reached MLflow"
-    history = tracking.get_metric_history(find_run(tracking, run_id).info.run_id,
-                                          "step_reward")
+def test_a_shipper_started_by_an_actor_outlives_the_actor(logged: dict[str, Any]) -> None:
+    """The shipper the actor started as its child is not ended with the actor, and
+    delivers the actor's run after the actor is gone."""
+    tracking = client(logged["url"])
+
+    def delivered() -> Any:
+        run = find_run(tracking, logged["lonely"][0])
+        return run if run is not None and run.info.status == "FINISHED" else None
+
+    run = poll(delivered, timeout_s=90)
+    assert run, "the actor's run never reached MLflow"
+    history = tracking.get_metric_history(run.info.run_id, "step_reward")
     assert sorted(m.step for m in history) == list(range(100))
 
 
