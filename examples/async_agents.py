@@ -30,7 +30,8 @@ async def calculator(expression: str) -> float:
     return float(len(expression))
 
 
-@traced("model.generate", as_step=True, reward=lambda answer: float("42" in answer))
+@traced("model.generate", kind="llm", model="toy-model", as_step=True,
+        reward=lambda answer: float("42" in answer))
 async def generate(prompt: str, rng: random.Random) -> str:
     await anyio.sleep(rng.uniform(0.002, 0.01))  # model latency
     return "the answer is 42" if rng.random() < 0.6 else "not sure"

@@ -40,6 +40,7 @@ from ._exceptions import (
     UnknownSinkError,
 )
 from ._hub import Hub, default_hub, run
+from ._llm import set_llm_prices
 from ._params import flatten_params, is_secret_key, redact_uri
 from ._reader import RunLog, iter_events, read_run
 from ._registry import registered_sinks, selected_names
@@ -49,6 +50,8 @@ from ._settings import env_bool, env_float, env_int
 from ._sink import Delivery, Overflow, Sink, require
 from ._span import SpanScope
 from ._sync import SyncReport, sync
+from ._tally import RunEntry, RunTally, list_runs
+from ._traceids import TraceIds, otel_context, use_otel_context
 from ._worker import SinkStatus
 
 __all__ = [
@@ -66,10 +69,12 @@ __all__ = [
     "RlobsError",
     "Run",
     "RunEnd",
+    "RunEntry",
     "RunFileError",
     "RunLog",
     "RunStart",
     "RunStatus",
+    "RunTally",
     "RunUpdate",
     "Sink",
     "SinkStatus",
@@ -78,6 +83,7 @@ __all__ = [
     "SpanScope",
     "Step",
     "SyncReport",
+    "TraceIds",
     "UnknownSinkError",
     "current_run",
     "default_hub",
@@ -92,13 +98,17 @@ __all__ = [
     "flatten_params",
     "is_secret_key",
     "iter_events",
+    "list_runs",
     "log_result",
+    "otel_context",
     "read_run",
     "redact_uri",
     "registered_sinks",
     "require",
     "run",
     "selected_names",
+    "set_llm_prices",
     "sync",
+    "use_otel_context",
     "wall_ns",
 ]

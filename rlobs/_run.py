@@ -24,15 +24,27 @@ from ._clock import _WALL_OFFSET_NS, _now_ns, wall_ns
 from ._codec import SpanLine, StepLine
 from ._events import Artifact, RunEnd, RunStart, RunStatus, RunUpdate, Step
 from ._exceptions import InvalidRunId
+from ._llm import KIND, KINDS
 from ._log import logger
 from ._params import clean_attributes, clean_tags, flatten_params, redact_text
 from ._provenance import file_sha256
+from ._settings import env_bool, env_int
 from ._span import NULL_SPAN, SpanScope, current_span_id
+from ._traceids import TraceIds
 from ._values import as_number
 from ._writer import BACKLOG, RunFile, Writer
+from .environment_variables import RLOBS_OTEL_CONTEXT
+
+EXPERIMENT_TAG = "rlobs.experiment"
+"""Tag naming the experiment a run belongs to (``Hub.run(experiment=…)``)."""
+DESCRIPTION_TAG = "rlobs.description"
+"""Tag holding a run's description (``Hub.run(description=…)``)."""
+KIND_TAG = "rlobs.kind"
+"""Tag saying what made a run: ``result`` for :func:`rlobs.log_result` (no agent loop)."""
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _UNSET: Any = object()
+_ZERO, _ONE = 0, 1  # Run.step's defaults, compared by identity (small ints are shared)
 
 _current_run: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
     "rlobs_current_run", default=None
@@ -111,11 +123,13 @@ class Run:
         self.name = str(name)
         self.run_id = check_run_id(run_id)
         self.parent_id = parent.run_id if isinstance(parent, Run) else parent
+        self._ids: TraceIds | None = None
         self.params = flatten_params(params)
         self.tags = clean_tags(tags)
-        # A plain Lock (an RLock costs ~0.1 µs more per step); every wait on it outside the
-        # hot path is bounded, so a signal handler ending runs mid-step cannot deadlock.
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler that ends the run runs on the thread it interrupted,
+        # maybe mid-step holding this lock, and must take it without waiting (~10 ns a step
+        # over a plain Lock). Every other wait on it outside the hot path is bounded.
+        self._lock = threading.RLock()
         self._pending: list[Any] = []  # step fields and spans, until the writer takes them
         self._file: RunFile | None = None
         self._started = False
@@ -133,6 +147,9 @@ class Run:
         self._count_lock = threading.Lock()
         self._next_span_id = itertools.count(1).__next__
         self._tokens: list[contextvars.Token[Run | None]] = []
+        self._otel_tokens: list[Any] = []
+        self._llm_step: dict[str, float] = {}  # LLM usage since the last step (the lock's)
+        self._llm_total: dict[str, float] = {}
         _runs.add(self)
 
     # ------------------------------------------------------------------ state
@@ -179,6 +196,23 @@ class Run:
         return self._open
 
     @property
+    def trace_ids(self) -> TraceIds:
+        """The OpenTelemetry ids the ``otel`` sink gives this run's spans (see
+        :class:`rlobs.TraceIds`); final once the run started."""
+        return self._ids if self._ids is not None else TraceIds.of(self.run_id)
+
+    @property
+    def span_sampling(self) -> tuple[int, int]:
+        """``(first, every)``: which steps' spans the ``otel`` sink keeps by default
+        (``RLOBS_OTEL_STEP_SPANS``, ``RLOBS_OTEL_STEP_EVERY``)."""
+        return (env_int("RLOBS_OTEL_STEP_SPANS", 1000), env_int("RLOBS_OTEL_STEP_EVERY", 100))
+
+    @property
+    def window_steps(self) -> int:
+        """Steps per live trace of the ``otel`` sink (``RLOBS_OTEL_TRACE_STEPS``)."""
+        return env_int("RLOBS_OTEL_TRACE_STEPS", 100)
+
+    @property
     def log_path(self) -> Path | None:
         """The run's JSONL log (``None`` when no log is written)."""
         return self._ctx.writer.path_for(self.run_id)
@@ -201,9 +235,11 @@ class Run:
             try:
                 if last is not None:
                     self._continue_from(last)
+                resumed_at = self._steps if last is not None else None
                 event = self._ctx.describe(RunStart(
                     self.run_id, self.name, self.params, self.tags, self.parent_id,
-                    self._start_ns, resumed_at=self._steps if last is not None else None))
+                    self._start_ns, resumed_at=resumed_at))
+                self._ids = TraceIds.of(self.run_id, resumed_at)
             except BaseException:
                 writer.abort(rf)
                 raise
@@ -220,6 +256,8 @@ class Run:
         *,
         done: bool = False,
         truncated: bool = False,
+        episodes: int = 0,
+        env_steps: int = 1,
     ) -> None:
         """Record one agent step. Non-blocking, about a microsecond.
 
@@ -230,7 +268,16 @@ class Run:
                 the step, counted in ``RunEnd.rejected`` and logged once per cause.
             done: the episode terminated at this step.
             truncated: the episode was cut off at this step (time limit).
+            episodes: episodes of sub-envs that ended at this step (a vector step), which
+                ``done``/``truncated`` cannot say; counted in ``run.episodes`` and
+                ``RunEnd.episodes``. Not a non-negative int: counted, taken as 0.
+            env_steps: env steps this record stands for (a vector step of ``n`` sub-envs
+                on the env-step axis: ``n``); the step index advances by ``env_steps`` and
+                the record carries the last index. Not a positive int: counted, taken
+                as 1.
         """
+        if episodes is not _ZERO or env_steps is not _ONE:  # identity: the usual call
+            episodes, env_steps = self._counts(episodes, env_steps)
         if reward.__class__ is not float:
             reward = self._coerce_reward(reward)
         if metrics:
@@ -255,9 +302,12 @@ class Run:
                 if self._ignored == 1:
                     self._ignoring()
                 return
-            index = self._steps
+            index = self._steps + env_steps - 1
             total = self._total + reward
-            episode = self._episodes
+            if self._llm_step:  # LLM calls since the last step: their usage is the step's
+                clean = {**clean, **self._llm_step}
+                self._llm_step = {}
+            episode = self._episodes + episodes
             ep_return = self._ep_return + reward
             pending = self._pending
             if ended:
@@ -266,14 +316,15 @@ class Run:
                 pending.append(StepLine(self.run_id, index, reward, total, clean, done,
                                         truncated, episode, ep_return,
                                         index + 1 - self._ep_first,
-                                        _now_ns() + _WALL_OFFSET_NS, 1))
+                                        _now_ns() + _WALL_OFFSET_NS, env_steps, 1))
                 self._episodes = episode + 1
                 self._ep_return = 0.0
                 self._ep_first = index + 1
             else:
                 pending.append(StepLine(self.run_id, index, reward, total, clean, False,
                                         False, episode, None, None,
-                                        _now_ns() + _WALL_OFFSET_NS, 1))
+                                        _now_ns() + _WALL_OFFSET_NS, env_steps, 1))
+                self._episodes = episode
                 self._ep_return = ep_return
             self._steps = index + 1
             self._total = total
@@ -283,14 +334,37 @@ class Run:
         if queued >= BACKLOG:
             self._write_backlog()
 
-    def span(self, name: str, **attributes: Any) -> SpanScope:
+    def span(self, name: str, *, kind: str | None = None, **attributes: Any) -> SpanScope:
         """Time a block as a span of the current step: ``with run.span("actor.forward"):``.
 
+        ``kind`` (``"llm"``, ``"tool"``, ``"agent"``, ``"chain"``, ``"retriever"``,
+        ``"embedding"``) is what LLM-agent viewers show it as; an unknown kind is logged
+        and recorded as a plain ``kind`` attribute. ``scope.llm(...)`` records a model
+        call's tokens, ``scope.io(...)`` its input and output (see docs/otel.md).
         When no sink wants spans this returns a shared no-op scope (tens of ns).
         """
         if not self._ctx.wants_spans:
             return NULL_SPAN
-        return SpanScope(self._next_span_id, self._add_span, name, attributes)
+        if kind is not None:
+            if kind in KINDS:
+                attributes[KIND] = kind
+            else:
+                self._reject("kind", kind, why=f"not a span kind ({', '.join(KINDS)})")
+                attributes["kind"] = kind
+        return SpanScope(self._next_span_id, self._add_span, name, attributes,
+                         self._add_usage)
+
+    def _add_usage(self, model: str | None, input_tokens: float, output_tokens: float,
+                   cost: float | None) -> None:
+        """Count an LLM call in the metrics of the step it ends in and of the run."""
+        with self._lock:
+            for table in (self._llm_step, self._llm_total):
+                table["llm.calls"] = table.get("llm.calls", 0.0) + 1
+                table["llm.input_tokens"] = table.get("llm.input_tokens", 0.0) + input_tokens
+                table["llm.output_tokens"] = (table.get("llm.output_tokens", 0.0)
+                                              + output_tokens)
+                if cost is not None:
+                    table["llm.cost_usd"] = table.get("llm.cost_usd", 0.0) + cost
 
     def record_span(
         self,
@@ -342,8 +416,16 @@ class Run:
             return
         self._emit(Artifact(self.run_id, str(resolved), artifact_path, wall_ns()))
 
-    def log_input_hash(self, path: str | PathLike[str], name: str | None = None) -> str | None:
-        """Hash a dataset file or directory (SHA-256) and tag the run with it.
+    def log_input_hash(self, path: str | PathLike[str], name: str | None = None, *,
+                       context: str | None = None) -> str | None:
+        """Hash a dataset file or directory (SHA-256) and tag the run with it; sinks that
+        know datasets record it as one (MLflow: a dataset input of the run).
+
+        Args:
+            path: the file or directory.
+            name: the dataset's name; default the file name.
+            context: what the run used it for (``training``, ``evaluation``); tag
+                ``rlobs.input.<name>.context``.
 
         Returns:
             The hex digest, also set as tag ``rlobs.input.<name>.sha256``; ``None`` (logged
@@ -356,8 +438,11 @@ class Run:
             self._reject("input", repr(path), why=why)
             return None
         label = name or Path(fspath(path)).name
-        self._update(tags={f"rlobs.input.{label}.sha256": digest,
-                           f"rlobs.input.{label}.path": str(Path(fspath(path)).resolve())})
+        tags = {f"rlobs.input.{label}.sha256": digest,
+                f"rlobs.input.{label}.path": str(Path(fspath(path)).resolve())}
+        if context:
+            tags[f"rlobs.input.{label}.context"] = str(context)
+        self._update(tags=tags)
         return digest
 
     def end(self, status: RunStatus | str = RunStatus.FINISHED,
@@ -384,6 +469,9 @@ class Run:
         """
         wait_s = self._ctx.end_timeout_s if lock_wait_s is None else lock_wait_s
         error = None if error is None else redact_text(str(error))
+        if self._llm_total and self._open:
+            totals, self._llm_total = self._llm_total, {}
+            self._update(metrics={f"{k}_total": v for k, v in totals.items()})
         locked = self._lock.acquire(timeout=wait_s)
         try:
             if not self._open or self._file is None:
@@ -461,6 +549,16 @@ class Run:
             return math.nan
         return float(value)
 
+    def _counts(self, episodes: Any, env_steps: Any) -> tuple[int, int]:
+        """``episodes``/``env_steps`` as ints; one that is not is counted and defaulted."""
+        if not (_is_int(episodes) and episodes >= 0):
+            self._reject("episodes", episodes, why="not a non-negative int")
+            episodes = 0
+        if not (_is_int(env_steps) and env_steps >= 1):
+            self._reject("env_steps", env_steps, why="not a positive int")
+            env_steps = 1
+        return int(episodes), int(env_steps)
+
     def _flag(self, value: Any, name: str) -> bool:
         """``done``/``truncated`` as a bool; one whose truth is undefined (an array, a meta
         tensor) is rejected, counted, and taken as false."""
@@ -506,7 +604,7 @@ class Run:
 
     def _forget_after_fork(self) -> None:
         """In a forked child: the run belongs to the parent, which goes on writing it."""
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._pending = []
         self._open = False
         self._file = None
@@ -517,6 +615,7 @@ class Run:
     def __enter__(self) -> Run:
         self.start()
         self._tokens.append(_current_run.set(self))
+        self._attach_otel()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -527,6 +626,7 @@ class Run:
     async def __aenter__(self) -> Run:
         await anyio.to_thread.run_sync(self.start)
         self._tokens.append(_current_run.set(self))
+        self._attach_otel()
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
@@ -536,7 +636,27 @@ class Run:
         with anyio.CancelScope(shield=True):  # cleanup survives the caller's cancellation
             await anyio.to_thread.run_sync(self.end, status, error)
 
+    def _attach_otel(self) -> None:
+        """With ``RLOBS_OTEL_CONTEXT=1``, make :func:`rlobs.otel_context` current in the
+        block (OpenTelemetry instrumentation then nests under the run's spans)."""
+        if not env_bool(RLOBS_OTEL_CONTEXT, False):
+            return
+        try:
+            from ._traceids import otel_context
+
+            context = otel_context(self)
+            from opentelemetry import context as otel
+        except Exception as exc:  # OpenTelemetry missing: the run goes on without it
+            logger.warning("RLOBS_OTEL_CONTEXT is set but no OpenTelemetry context could "
+                           "be made", run=self.name, error=f"{type(exc).__name__}: {exc}")
+            return
+        self._otel_tokens.append((otel, otel.attach(context)))
+
     def _reset_current(self) -> None:
+        if self._otel_tokens:
+            otel, token = self._otel_tokens.pop()
+            with contextlib.suppress(Exception):  # another context than entered
+                otel.detach(token)
         if self._tokens:
             # ValueError: exited in another context than entered; nothing to undo there.
             with contextlib.suppress(ValueError):
@@ -545,6 +665,19 @@ class Run:
     def __repr__(self) -> str:
         state = "ended" if self._end else ("active" if self._started else "new")
         return f"<Run {self.name!r} id={self.run_id} {state} steps={self._steps}>"
+
+
+def _is_int(value: Any) -> bool:
+    """An int, numpy integer or integral 0-d tensor (not a bool, not a float)."""
+    if value.__class__ is int:
+        return True
+    if isinstance(value, bool | float) or not hasattr(value, "__index__"):
+        return False
+    try:
+        value.__index__()
+    except Exception:  # a float tensor, a meta tensor
+        return False
+    return True
 
 
 _runs: weakref.WeakSet[Run] = weakref.WeakSet()

@@ -451,7 +451,11 @@ class SinkWorker:
     def _close_sink(self) -> None:
         self._out.end_unended("hub closed before the run ended")
         self._out.call("close", self.sink.close)
-        self._set_state(SinkState.CLOSED, None)
+        try:  # what the sink last said (e.g. spans it could not export) stays visible
+            last = self.sink.detail()
+        except Exception:
+            last = None
+        self._set_state(SinkState.CLOSED, f"closed; {last}" if last else None)
 
     def _set_state(self, state: SinkState, detail: str | None) -> None:
         self.state = state

@@ -48,6 +48,9 @@ BACKLOG = 4096
 Rejector = Callable[[str, Any], None]
 
 
+_DRAIN_LOCK_WAIT_S = 0.05
+
+
 class RunFile:
     """A run's place in the writer: its log file, and the chunk its hooks fill.
 
@@ -58,7 +61,7 @@ class RunFile:
     __slots__ = ("careful", "fd", "last", "lock", "lost", "pending", "reject", "run_id",
                  "write_lock")
 
-    def __init__(self, run_id: str, lock: threading.Lock, pending: list[Any],
+    def __init__(self, run_id: str, lock: threading.RLock, pending: list[Any],
                  reject: Rejector) -> None:
         self.run_id = run_id
         self.lock = lock
@@ -120,7 +123,7 @@ class Writer:
         """The log file of a run (``None`` when no log is written)."""
         return None if self.directory is None else self.directory / f"{run_id}.jsonl"
 
-    def open(self, run_id: str, lock: threading.Lock, pending: list[Any],
+    def open(self, run_id: str, lock: threading.RLock, pending: list[Any],
              reject: Rejector) -> tuple[RunFile, Step | None]:
         """Create or reopen the run's log and lock it; ``begin`` writes its start.
 
@@ -165,10 +168,17 @@ class Writer:
     def drain(self, rf: RunFile) -> None:
         """Write what the run's chunk holds now (on the caller's thread)."""
         with rf.write_lock, _signals_held():
-            with rf.lock:
+            # Bounded: a signal handler on the main thread may hold the run's lock (it
+            # interrupted a step) while it waits for ``write_lock`` to end the run; the
+            # writer thread lets go and comes back on its next tick.
+            if not rf.lock.acquire(timeout=_DRAIN_LOCK_WAIT_S):
+                return
+            try:
                 items, careful = rf.pending.copy(), rf.careful
                 rf.pending.clear()
                 rf.careful = False
+            finally:
+                rf.lock.release()
             if items:
                 self._write(rf, items, None, careful)
 

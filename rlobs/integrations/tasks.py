@@ -17,8 +17,10 @@ from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from .._clock import wall_ns
 from .._hub import Hub, default_hub
+from .._llm import check_kind, usage_of
 from .._log import logger
 from .._run import Run, current_run
+from .._span import SpanScope
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -162,7 +164,9 @@ def _log_result(run: Run, result: Any) -> None:
 
 
 def traced(name: str | None = None, *, as_step: bool = False,
-           reward: Callable[[Any], float] | None = None,
+           reward: Callable[[Any], float] | None = None, kind: str | None = None,
+           model: str | None = None, capture: bool = False,
+           usage: Callable[[Any], Mapping[str, Any]] | None = None,
            **attributes: Any) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Record each call of a (sync or async) function — a tool or model call — in the
     current run: a span named ``name``, and with ``as_step`` also one step.
@@ -175,10 +179,26 @@ def traced(name: str | None = None, *, as_step: bool = False,
         name: the span name; default the function's qualified name.
         as_step: also record one step per call.
         reward: computes the step's reward from the call's result.
+        kind: ``"llm"``, ``"tool"``, ``"agent"``, ``"chain"``, ``"retriever"`` or
+            ``"embedding"``: what trace viewers show the span as.
+        model: the model an ``llm`` call asks (``gen_ai.request.model``).
+        capture: record the call's arguments and result as the span's input and output
+            (redacted, cut to ``RLOBS_CAPTURE_MAX_CHARS``). Off by default.
+        usage: reads ``input_tokens``, ``output_tokens``, ``finish_reasons``, ``model``
+            (any of them) from the result; for ``kind="llm"`` without it, OpenAI- and
+            Anthropic-style responses are read as they are.
         attributes: span attributes.
+
+    Raises:
+        ValueError: ``kind`` is not one of those.
     """
+    check_kind(kind)
+    llm = kind == "llm" or model is not None or usage is not None
+
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         label = name or func.__qualname__
+        call = _Call(func, kind, model, capture, usage if usage is not None else
+                     (usage_of if llm else None), attributes)
         if inspect.iscoroutinefunction(func):
             @functools.wraps(func)
             async def call_async(*args: P.args, **kwargs: P.kwargs) -> Any:
@@ -186,12 +206,14 @@ def traced(name: str | None = None, *, as_step: bool = False,
                 if run is None:
                     return await func(*args, **kwargs)
                 start, result, failed = wall_ns(), None, True
-                with run.span(label, **attributes):
-                    try:
+                try:
+                    with run.span(label, **call.attributes) as scope:
+                        call.before(scope, args, kwargs)
                         result = await func(*args, **kwargs)
                         failed = False
-                    finally:
-                        _step(run, as_step, reward, result, failed, start)
+                        call.after(scope, result)
+                finally:  # after the span: it belongs to this step, not the next
+                    _step(run, as_step, reward, result, failed, start)
                 return result
             return cast(Callable[P, R], call_async)
 
@@ -201,15 +223,61 @@ def traced(name: str | None = None, *, as_step: bool = False,
             if run is None:
                 return func(*args, **kwargs)
             start, result, failed = wall_ns(), None, True
-            with run.span(label, **attributes):
-                try:
+            try:
+                with run.span(label, **call.attributes) as scope:
+                    call.before(scope, args, kwargs)
                     result = func(*args, **kwargs)
                     failed = False
-                finally:
-                    _step(run, as_step, reward, result, failed, start)
+                    call.after(scope, result)
+            finally:  # after the span: it belongs to this step, not the next
+                _step(run, as_step, reward, result, failed, start)
             return result
         return call_sync
     return decorate
+
+
+class _Call:
+    """What a traced function records besides its timing."""
+
+    def __init__(self, func: Callable[..., Any], kind: str | None, model: str | None,
+                 capture: bool, usage: Callable[[Any], Mapping[str, Any]] | None,
+                 attributes: Mapping[str, Any]) -> None:
+        self.func = func
+        self.model = model
+        self.capture = capture
+        self.usage = usage
+        self.attributes = {**attributes, **({"kind": kind} if kind else {})}
+
+    def before(self, scope: SpanScope, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self.capture:
+            scope.io(input=_arguments(self.func, args, kwargs))
+
+    def after(self, scope: SpanScope, result: Any) -> None:
+        if self.capture:
+            scope.io(output=result)
+        if self.usage is None:
+            return
+        try:
+            found = dict(self.usage(result) or {})
+        except Exception as exc:  # a bad reader must not break the agent's call
+            logger.warning("usage function failed", error=f"{type(exc).__name__}: {exc}")
+            found = {}
+        if found or self.model is not None:
+            scope.llm(found.get("model", self.model), input_tokens=found.get("input_tokens"),
+                      output_tokens=found.get("output_tokens"),
+                      finish_reasons=found.get("finish_reasons"),
+                      cost_usd=found.get("cost_usd"))
+
+
+def _arguments(func: Callable[..., Any], args: tuple[Any, ...],
+               kwargs: dict[str, Any]) -> Any:
+    """A call's arguments by name (one argument: itself)."""
+    try:
+        bound = inspect.signature(func).bind_partial(*args, **kwargs)
+    except (TypeError, ValueError):
+        return {"args": list(args), **kwargs}
+    named = dict(bound.arguments)
+    return next(iter(named.values())) if len(named) == 1 else named
 
 
 def _step(run: Run, as_step: bool, reward: Callable[[Any], float] | None, result: Any,

@@ -8,6 +8,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rlobs._log import logger
+
 from ._aggregate import Point
 from ._mapping import path_segment
 
@@ -111,6 +113,16 @@ class Store:
         self._runs[rlobs_id] = run_id
         return run_id
 
+    def link_trace(self, run_id: str, trace_hex: str) -> None:
+        """Link the OpenTelemetry trace ``trace_hex`` (which may not have arrived yet) to
+        the run, so the run's Traces tab lists it; a server without trace links is logged,
+        not raised."""
+        try:
+            self.client.link_traces_to_run([f"tr-{trace_hex}"], run_id)
+        except Exception as exc:
+            logger.warning("mlflow trace not linked to its run", mlflow_run_id=run_id,
+                           trace_id=trace_hex, error=f"{type(exc).__name__}: {exc}"[:300])
+
     def resume(self, rlobs_id: str, run: Any) -> tuple[str, Skip]:
         """Reopen an existing run; returns its id and what it already stores."""
         run_id = str(run.info.run_id)
@@ -153,6 +165,20 @@ class Store:
             self.client.log_artifacts(run_id, path, artifact_path)
         else:
             self.client.log_artifact(run_id, path, artifact_path)
+
+    def log_dataset(self, run_id: str, name: str, digest: str, path: str,
+                    context: str = "") -> None:
+        """Record a dataset input of the run (MLflow's Datasets panel): a local source
+        at ``path`` with MLflow's 36-character digest cut of the SHA-256."""
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        source = json.dumps({"uri": Path(path).as_uri() if Path(path).is_absolute()
+                             else path})
+        dataset = Dataset(name=name, digest=digest[:36], source_type="local", source=source)
+        tags = [InputTag("mlflow.data.context", context)] if context else []
+        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags)])
 
     def terminate(self, run_id: str, status: str, end_ms: int) -> None:
         """Set the run's final status and end time."""

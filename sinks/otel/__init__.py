@@ -13,7 +13,8 @@ as is), ``OTEL_EXPORTER_OTLP_[TRACES_]HEADERS``, ``OTEL_EXPORTER_OTLP_[TRACES_]P
 ``rlobs``), ``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT``, ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``,
 ``OTEL_SDK_DISABLED``, ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``. Its own:
 :data:`RLOBS_OTEL_STEP_SPANS`, :data:`RLOBS_OTEL_STEP_EVERY`,
-:data:`RLOBS_OTEL_MAX_PENDING_SPANS`, :data:`RLOBS_OTEL_METRICS`.
+:data:`RLOBS_OTEL_MAX_PENDING_SPANS`, :data:`RLOBS_OTEL_METRICS`,
+:data:`RLOBS_OTEL_TRACE_STEPS`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from rlobs import (
     SinkUnavailable,
     Span,
     Step,
+    TraceIds,
     env_bool,
     env_float,
     env_int,
@@ -53,8 +55,14 @@ RLOBS_OTEL_STEP_SPANS = "RLOBS_OTEL_STEP_SPANS"
 RLOBS_OTEL_STEP_EVERY = "RLOBS_OTEL_STEP_EVERY"
 """After those, step ``k`` gets a span when ``k % EVERY == 0``; ``0``: none. Default ``100``.
 Spans of steps without a span are dropped and counted (``rlobs.spans_skipped``)."""
+RLOBS_OTEL_TRACE_STEPS = "RLOBS_OTEL_TRACE_STEPS"
+"""Live traces: steps ``0 .. W-1`` are in the run's own trace (shown when the run ends);
+each later window of ``W`` steps is a trace of its own, sent when its last step arrives,
+its root linked to the run span. ``0``: one trace per run. Default ``100``. Set the same
+value in the training process when using :data:`rlobs.environment_variables.RLOBS_OTEL_CONTEXT`."""
 RLOBS_OTEL_MAX_PENDING_SPANS = "RLOBS_OTEL_MAX_PENDING_SPANS"
-"""Spans one run may hold while they wait for their step. Default ``10000``."""
+"""Spans one run may hold while they wait for their step, parent or trace root; past it
+they are sent at once (their ids and parents unchanged). Default ``10000``."""
 RLOBS_OTEL_METRICS = "RLOBS_OTEL_METRICS"
 """``1`` to also send OTel metrics (steps counter, reward and span-duration histograms,
 labelled by run family, never run id) every 10 s to the OTLP metrics endpoint.
@@ -80,6 +88,24 @@ def _parse_plain(raw: str) -> dict[str, str]:
     return out
 
 
+def _connect(url: str, timeout_s: float) -> str | None:
+    """``None`` if ``url``'s host and port accept a TCP connection, else why not."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return f"bad port in {url}"
+    host = parts.hostname or "localhost"
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return None
+    except OSError as exc:
+        return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
+
+
 def _first(env: Mapping[str, str], *names: str) -> str | None:
     for name in names:
         value = env.get(name, "").strip()
@@ -101,6 +127,7 @@ class OtelSink(Sink):
         service_name: the resource's ``service.name``.
         export_timeout_s: bound on one export request, retries included.
         sampling: which steps get a span (:class:`StepSampling`).
+        window_steps: steps per live trace (see :data:`RLOBS_OTEL_TRACE_STEPS`).
         flush_timeout_s: how long a run's end waits for its spans to be sent.
         close_timeout_s: how long closing waits for the last spans to be sent.
         metrics: also send OTel metrics (see :data:`RLOBS_OTEL_METRICS`).
@@ -121,7 +148,8 @@ class OtelSink(Sink):
                  service_name: str | None = None, export_timeout_s: float | None = None,
                  sampling: StepSampling | None = None, flush_timeout_s: float = 2.0,
                  close_timeout_s: float = 3.0, metrics: bool | None = None,
-                 metric_reader: Any = None, env: Mapping[str, str] | None = None) -> None:
+                 metric_reader: Any = None, env: Mapping[str, str] | None = None,
+                 window_steps: int | None = None) -> None:
         env = os.environ if env is None else env
         self.protocol = protocol or _first(
             env, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"
@@ -145,6 +173,8 @@ class OtelSink(Sink):
         self.flush_timeout_s = flush_timeout_s
         self.close_timeout_s = close_timeout_s
         self._read_limits(env, sampling)
+        self.window_steps = env_int(RLOBS_OTEL_TRACE_STEPS, 100, env=env) \
+            if window_steps is None else max(0, int(window_steps))
         self._read_metrics(env, metrics, metric_reader)
         self._provider: Any = None
         self._meters: Any = None
@@ -201,6 +231,7 @@ class OtelSink(Sink):
             RLOBS_OTEL_STEP_SPANS: str(self.sampling.first),
             RLOBS_OTEL_STEP_EVERY: str(self.sampling.every),
             RLOBS_OTEL_MAX_PENDING_SPANS: str(self.max_pending_spans),
+            RLOBS_OTEL_TRACE_STEPS: str(self.window_steps),
             RLOBS_OTEL_METRICS: "1" if self.metrics else "0",
             "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": self.metrics_endpoint,
             "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": str(self.attribute_limit),
@@ -227,15 +258,16 @@ class OtelSink(Sink):
         from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
         from ._export import parse_headers
-        from ._tracer import RunTracer
+        from ._tracer import FixedIds, RunTracer
 
         headers = {**parse_headers(self._env_headers), **self.headers}
         self._watch = self._watched_exporter(headers)
         resource = Resource.create({**_parse_plain(self.resource_attributes),
                                     "service.name": self.service_name})
         # Our own provider: never the global one; no atexit hook (the hub closes us).
+        ids = FixedIds()
         self._provider = TracerProvider(
-            sampler=ALWAYS_ON, resource=resource,
+            sampler=ALWAYS_ON, resource=resource, id_generator=ids,
             shutdown_on_exit=False,
             span_limits=SpanLimits(max_span_attributes=self.attribute_limit,
                                    max_attribute_length=self.max_length))
@@ -243,9 +275,10 @@ class OtelSink(Sink):
             self._watch, max_queue_size=_QUEUE, schedule_delay_millis=1000,
             max_export_batch_size=512))
         self._tracer = RunTracer(
-            self._provider.get_tracer("rlobs"), self.sampling,
+            self._provider.get_tracer("rlobs"), ids, self.sampling,
             attribute_limit=self.attribute_limit, max_length=self.max_length,
             max_open_runs=self.max_open_runs, max_pending_spans=self.max_pending_spans,
+            window_steps=self.window_steps,
             metrics=self._open_metrics(resource, headers) if self.metrics else None)
 
     def _watched_exporter(self, headers: Mapping[str, str]) -> WatchedExporter:
@@ -352,6 +385,20 @@ class OtelSink(Sink):
             return
         self._flusher = self._bounded(self._provider.force_flush, self.flush_timeout_s,
                                       "rlobs-otel-flush")
+
+    def start_context(self, event: RunStart) -> dict[str, str]:
+        """The run's trace id, recorded in its start for other sinks (the MLflow sink
+        links the trace to its run) and for people reading the log."""
+        return {"trace_id": TraceIds.of(event.run_id, event.resumed_at).trace_hex}
+
+    def probe(self) -> str | None:
+        """Whether the endpoint answers: ``None`` if a TCP connection to its host and port
+        opens within a second, else why not (a ready exporter is not probed)."""
+        if self.disabled:
+            return "OTEL_SDK_DISABLED is set"
+        if self.exporter is not None:
+            return None
+        return _connect(self.endpoint, 1.0)
 
     def detail(self) -> str | None:
         if self._watch is None or self._tracer is None:

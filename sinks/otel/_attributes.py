@@ -5,9 +5,13 @@ Pure Python (no OpenTelemetry import): the sink feeds these mappings to the SDK.
 - Run span: OpenTelemetry GenAI ``invoke_agent`` (``gen_ai.operation.name``,
   ``gen_ai.agent.name``, ``gen_ai.agent.id``) and OpenInference ``AGENT``.
 - Step span: OpenInference ``CHAIN``; RL fields under ``rlobs.``.
-- Span event: OpenInference ``CHAIN``, or a tool call — GenAI ``execute_tool`` and
-  OpenInference ``TOOL`` — when it carries a ``tool`` (or ``gen_ai.tool.name``) attribute
-  or its name starts with ``tool.``.
+- Span event: of the kind it was given (``run.span(..., kind="llm")``; the OpenInference
+  kind, upper case, and for ``llm``/``tool``/``agent``/``embedding`` the GenAI operation
+  ``chat``/``execute_tool``/``invoke_agent``/``embeddings``); without one, a tool call
+  when it carries a ``tool`` (or ``gen_ai.tool.name``) attribute or its name starts with
+  ``tool.``, an LLM call when it carries a model or token usage, else ``CHAIN``. LLM
+  fields are recorded under the GenAI names; the OpenInference ones (``llm.model_name``,
+  ``llm.token_count.*``, ``input.mime_type``) are derived here.
 
 OpenTelemetry keeps at most ``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`` (128) attributes per span
 and evicts the *oldest* beyond that, so the convention keys would go first. The functions
@@ -170,8 +174,28 @@ def step_attributes(step: Step, limit: int, max_len: int) -> Attrs:
     return attrs
 
 
-def tool_of(span: Span) -> str | None:
-    """The tool a span calls, if it is a tool call (see module docstring)."""
+_KIND = "rlobs.kind"
+_OPERATIONS = {"llm": "chat", "tool": "execute_tool", "agent": "invoke_agent",
+               "embedding": "embeddings"}
+"""GenAI ``gen_ai.operation.name`` of each span kind that has one."""
+_TOKENS = (("gen_ai.usage.input_tokens", "llm.token_count.prompt"),
+           ("gen_ai.usage.output_tokens", "llm.token_count.completion"))
+
+
+def kind_of(span: Span) -> str:
+    """A span's kind: the one it was given, ``tool`` for a tool call (see the module
+    docstring), ``llm`` when it carries token usage or a model, else ``chain``."""
+    kind = span.attributes.get(_KIND)
+    if isinstance(kind, str) and kind:
+        return kind
+    if _tool_hint(span) is not None:
+        return "tool"
+    if any(key in span.attributes for key in ("gen_ai.request.model", *dict(_TOKENS))):
+        return "llm"
+    return "chain"
+
+
+def _tool_hint(span: Span) -> str | None:
     for key in ("tool", TOOL_NAME):
         value = span.attributes.get(key)
         if value:
@@ -181,6 +205,14 @@ def tool_of(span: Span) -> str | None:
     return None
 
 
+def tool_of(span: Span) -> str | None:
+    """The tool a span calls, if it is a tool call (see module docstring)."""
+    hint = _tool_hint(span)
+    if hint is None and span.attributes.get(_KIND) == "tool":
+        return span.name
+    return hint if kind_of(span) == "tool" else None
+
+
 def span_name(span: Span) -> str:
     """A span's name: its own, or ``execute_tool <tool>`` for a tool call."""
     tool = tool_of(span)
@@ -188,13 +220,35 @@ def span_name(span: Span) -> str:
 
 
 def span_attributes(span: Span, limit: int, max_len: int) -> Attrs:
-    """Attributes of a span event: the user's (coerced, within ``limit``) and the kind."""
+    """Attributes of a span event: its kind in both conventions, LLM fields under both
+    names (GenAI as recorded, OpenInference's derived), then the user's (within
+    ``limit``)."""
+    kind = kind_of(span)
+    attrs: Attrs = {KIND: kind.upper(), "rlobs.step": span.step}
+    operation = _OPERATIONS.get(kind)
+    if operation:
+        attrs[OPERATION] = operation
     tool = tool_of(span)
-    attrs: Attrs = {KIND: "TOOL" if tool else "CHAIN", "rlobs.step": span.step}
     if tool:
-        attrs[OPERATION] = "execute_tool"
         attrs[TOOL_NAME] = tool
-    user = ((k, v) for k, v in span.attributes.items() if k != "tool")
+    given = span.attributes
+    model = given.get("gen_ai.request.model")
+    if model is not None:
+        attrs["llm.model_name"] = str(model)[:max_len]
+    total: float = 0
+    for semconv, openinference in _TOKENS:
+        value = given.get(semconv)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            attrs[openinference] = value
+            total += value
+    if "llm.token_count.prompt" in attrs or "llm.token_count.completion" in attrs:
+        attrs["llm.token_count.total"] = total
+    for key in ("input.value", "output.value"):
+        if isinstance(given.get(key), str):
+            text = given[key]
+            attrs[key.replace(".value", ".mime_type")] = (
+                "application/json" if text[:1] in "[{" else "text/plain")
+    user = ((k, v) for k, v in given.items() if k not in ("tool", _KIND))
     dropped = add_budgeted(attrs, user, limit - 1, max_len)
     if dropped:
         attrs["rlobs.attributes_dropped"] = dropped
