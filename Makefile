@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: this exact CPU wheel is what the project is tested with.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[all,dev]"
+	$(PY) -m pip install -q -e ".[all,dev,ray,rllib]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -22,8 +22,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check rlobs sinks tests examples benchmarks
 	$(VENV)/bin/mypy
 
+# The suite in two passes: most tests 3 at a time (they mostly wait on servers and
+# subprocesses), then the ones that bound times or memory alone.
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n 3 -m "not serial"
+	$(PY) -m pytest -m serial
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_step.py

@@ -7,7 +7,9 @@ number of timesteps, with:
 - ``tensorboard``: SB3's own TensorBoard logger (``tensorboard_log=``);
 - ``rlobs``: the rlobs callback with the run log, MLflow on the embedded SQLite store
   (the README's default) and OpenTelemetry to a local OTLP receiver — the sinks run in
-  the log directory's shipper process.
+  the log directory's shipper process; system metrics off;
+- ``rlobs+system``: the same with system metrics sampled every ``--system-s`` seconds
+  (default 1, ten times the default rate, so their cost shows if there is any).
 
 Trials run in pairs of all modes, in a shuffled order per pair (A/B interleaved); after an
 rlobs trial the harness waits, untimed, until its shipper has shipped everything and
@@ -15,6 +17,9 @@ exited, so no trial shares the machine with an earlier one's shipper. The table 
 the median wall time per mode and the median of the per-pair ratios to ``none``.
 
     python benchmarks/bench_sb3.py [--timesteps 16384 65536] [--pairs 5]
+        [--modes none tensorboard rlobs rlobs+system] [--system-s 1]
+
+The last column compares each mode with ``rlobs`` in the same pair.
 """
 
 from __future__ import annotations
@@ -31,23 +36,24 @@ import threading
 import time
 from pathlib import Path
 
-MODES = ("none", "tensorboard", "rlobs")
+MODES = ("none", "tensorboard", "rlobs", "rlobs+system")
 
 
-def train(mode: str, timesteps: int, directory: str, otlp: str) -> None:
+def train(mode: str, timesteps: int, directory: str, otlp: str, system_s: float) -> None:
     """One trial (in its own process)."""
     import torch
 
     torch.set_num_threads(1)
-    if mode == "rlobs":
+    if mode.startswith("rlobs"):
         os.environ.update({"RLOBS_SINKS": "jsonl,mlflow,otel", "RLOBS_JSONL_DIR": directory,
-                           "OTEL_EXPORTER_OTLP_ENDPOINT": otlp})
+                           "OTEL_EXPORTER_OTLP_ENDPOINT": otlp,
+                           "RLOBS_SYSTEM_METRICS_S": str(system_s if "system" in mode else 0)})
     from stable_baselines3 import PPO
 
     kwargs = {"tensorboard_log": directory} if mode == "tensorboard" else {}
     model = PPO("MlpPolicy", "CartPole-v1", n_steps=1024, seed=0, device="cpu", **kwargs)
     callback = None
-    if mode == "rlobs":
+    if mode.startswith("rlobs"):
         from rlobs.integrations.sb3 import RlobsCallback
 
         callback = RlobsCallback()
@@ -70,13 +76,13 @@ class _Receiver(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _trial(mode: str, timesteps: int, directory: Path, otlp: str) -> float:
+def _trial(mode: str, timesteps: int, directory: Path, otlp: str, system_s: float) -> float:
     began = time.perf_counter()
     subprocess.run([sys.executable, __file__, "--child", mode, "--timesteps", str(timesteps),
-                    "--dir", str(directory), "--otlp", otlp], check=True,
-                   stdout=subprocess.DEVNULL)
+                    "--dir", str(directory), "--otlp", otlp, "--system-s", str(system_s)],
+                   check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - began
-    if mode == "rlobs":
+    if mode.startswith("rlobs"):
         _wait_for_shipper(directory)
     return wall
 
@@ -96,12 +102,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--timesteps", type=int, nargs="+", default=[16_384, 65_536])
     parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--system-s", type=float, default=1.0)
     parser.add_argument("--child", choices=MODES)
     parser.add_argument("--dir")
     parser.add_argument("--otlp")
     args = parser.parse_args()
     if args.child:
-        train(args.child, args.timesteps[0], args.dir, args.otlp)
+        train(args.child, args.timesteps[0], args.dir, args.otlp, args.system_s)
         return 0
     os.environ["RLOBS_SHIPPER_IDLE_S"] = "1"
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
@@ -109,23 +117,30 @@ def main() -> int:
     otlp = f"http://127.0.0.1:{server.server_address[1]}"
     rng = random.Random(0)
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, PPO CartPole-v1, "
-          f"n_steps=1024, torch 1 thread, {args.pairs} pairs per size\n")
-    print("| timesteps | mode | median wall s | × none (median of pairs) |")
-    print("|---:|---|---:|---:|")
+          f"n_steps=1024, torch 1 thread, {args.pairs} pairs per size, system metrics "
+          f"every {args.system_s:g} s in rlobs+system\n")
+    modes = list(dict.fromkeys(["none", *args.modes]))  # the baseline always runs
+    print("| timesteps | mode | median wall s | × none (median of pairs) | × rlobs |")
+    print("|---:|---|---:|---:|---:|")
     for timesteps in args.timesteps:
-        walls: dict[str, list[float]] = {m: [] for m in MODES}
+        walls: dict[str, list[float]] = {m: [] for m in modes}
         with tempfile.TemporaryDirectory() as scratch:
             for pair in range(args.pairs):
-                order = list(MODES)
+                order = list(modes)
                 rng.shuffle(order)
                 for mode in order:
                     directory = Path(scratch) / f"{mode}-{pair}"
                     directory.mkdir()
-                    walls[mode].append(_trial(mode, timesteps, directory, otlp))
-        for mode in MODES:
+                    walls[mode].append(_trial(mode, timesteps, directory, otlp,
+                                              args.system_s))
+        for mode in modes:
             ratios = [w / base for w, base in zip(walls[mode], walls["none"], strict=True)]
+            vs_rlobs = "–"
+            if "rlobs" in walls:
+                pairs = zip(walls[mode], walls["rlobs"], strict=True)
+                vs_rlobs = f"{statistics.median(w / r for w, r in pairs):.3f}"
             print(f"| {timesteps:,} | {mode} | {statistics.median(walls[mode]):.2f} | "
-                  f"{statistics.median(ratios):.3f} |", flush=True)
+                  f"{statistics.median(ratios):.3f} | {vs_rlobs} |", flush=True)
     server.shutdown()
     return 0
 

@@ -50,6 +50,7 @@ from ._settings import env_bool, env_float, env_int
 from ._sink import Delivery, Overflow, Sink, require
 from ._span import SpanScope
 from ._sync import SyncReport, sync
+from ._tally import RunEntry, RunTally, list_runs
 from ._traceids import TraceIds, otel_context, use_otel_context
 from ._worker import SinkStatus
 
@@ -68,10 +69,12 @@ __all__ = [
     "RlobsError",
     "Run",
     "RunEnd",
+    "RunEntry",
     "RunFileError",
     "RunLog",
     "RunStart",
     "RunStatus",
+    "RunTally",
     "RunUpdate",
     "Sink",
     "SinkStatus",
@@ -95,6 +98,7 @@ __all__ = [
     "flatten_params",
     "is_secret_key",
     "iter_events",
+    "list_runs",
     "log_result",
     "otel_context",
     "read_run",

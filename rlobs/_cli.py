@@ -13,6 +13,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import environment_variables as ev
@@ -22,6 +23,7 @@ from ._params import redact_uri
 from ._reader import RunLog, read_run
 from ._records import deliveries, shipper_statuses
 from ._registry import registered_sinks, selected_names
+from ._tally import LATEST, RESULT_PREFIX, RunTally, resolve_run
 
 COMMANDS = "rlobs.commands"
 
@@ -35,6 +37,11 @@ _STATUS_VARS = (ev.RLOBS_SINKS, ev.RLOBS_JSONL_DIR, "MLFLOW_TRACKING_URI",
 def console() -> Console:
     """The console commands print to."""
     return _console
+
+
+def errors() -> Console:
+    """The console for errors and notices (standard error)."""
+    return _errors
 
 
 def status_table(hub: Hub) -> Table:
@@ -117,42 +124,69 @@ def _when(ns: int) -> str:
     return dt.datetime.fromtimestamp(ns / 1e9).isoformat(sep=" ", timespec="seconds")
 
 
-def summary_rows(log: RunLog) -> list[tuple[str, str]]:
-    """Label/value rows that summarise a run log."""
-    start, end = log.start, log.end
-    steps = log.steps
-    returns = [s.episode_return for s in steps if s.episode_return is not None]
-    rows = [("run", f"{start.name} ({start.run_id})"), ("started", _when(start.time_ns))]
-    if start.parent_id:
-        rows.append(("parent", start.parent_id))
+def number(value: float) -> str:
+    """A figure as the CLI and the console print it: 4 significant digits, thousands
+    separated, integers as integers (``0.7867``, ``303.3``, ``12,000``)."""
+    if value != value or value in (float("inf"), float("-inf")):
+        return str(value)
+    if float(value).is_integer() and abs(value) < 1e15:
+        return f"{int(value):,}"
+    return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+
+
+def summary_rows(log: RunLog | RunTally) -> list[tuple[str, str]]:
+    """Label/value rows that summarise a run log (see :mod:`rlobs._tally`)."""
+    t = log if isinstance(log, RunTally) else RunTally.of(log)
+    rows = [("run", f"{t.name} ({t.run_id})"), ("started", _when(t.started_ns))]
+    if t.parent_id:
+        rows.append(("parent", t.parent_id))
+    if t.segments > 1:
+        rows.append(("segments", f"{t.segments} (the run id was reused: resumed)"))
+    end = t.end
     if end is None:
-        rows.append(("status", f"no end recorded (last sign of life {_when(log.last_seen_ns)})"))
+        rows.append(("status", f"no end recorded (last sign of life {_when(t.last_ns)})"))
     else:
         rows.append(("status", end.status.value + (f": {end.error}" if end.error else "")))
-        rows.append(("duration", f"{end.duration_s:.3f} s"))
-    total = end.total_reward if end else (steps[-1].cumulative_reward if steps else 0.0)
-    rows += [("steps", str(end.steps if end else len(steps))), ("total reward", f"{total:.6g}"),
-             ("episodes", str(len(returns)))]
-    if returns:
-        rows.append(("mean episode return", f"{sum(returns) / len(returns):.6g}"))
-    if end and (end.dropped or end.rejected):
-        drops = ", ".join(f"{k}: {v}" for k, v in end.dropped.items()) or "none"
-        rows.append(("dropped", f"{drops}; rejected values: {end.rejected}"))
-    rows.append(("spans", str(len(log.spans))))
-    for sink, entry in sorted(deliveries(log.path.parent, start.run_id).items()):
-        lost = f", {entry.get('lost')} lost" if entry.get("lost") else ""
-        missing = f" — missing: {entry['missing']}" if entry.get("missing") else ""
-        rows.append((f"→ {sink}", f"{entry.get('state')} ({entry.get('delivered', 0)} "
-                                  f"events{lost}){missing}"))
-    if log.torn_tail is not None or log.bad_lines:
+    rows += [("duration", f"{t.duration_s:.3f} s"), ("steps", f"{t.steps:,}"),
+             ("total reward", number(t.total_reward)), ("episodes", f"{t.episode_count:,}")]
+    if t.episodes:
+        returns = [r for _, r in t.episodes]
+        rows.append(("mean episode return", number(sum(returns) / len(returns))))
+    if t.dropped or t.rejected:
+        drops = ", ".join(f"{k}: {v:,}" for k, v in t.dropped.items()) or "none"
+        rows.append(("dropped", f"{drops}; rejected values: {t.rejected:,}"))
+    rows.append(("spans", f"{t.spans:,}"))
+    rows += [(f"summary {k}", number(v)) for k, v in sorted(t.summaries.items())]
+    rows += [(f"result {k[len(RESULT_PREFIX):]}", v) for k, v in sorted(t.tags.items())
+             if k.startswith(RESULT_PREFIX)]
+    if t.artifacts:
+        rows.append(("artifacts", ", ".join(t.artifacts)))
+    for child in t.children():
+        rows.append(("child", f"{child.name} ({child.run_id})"))
+    if t.path is not None:
+        rows += _delivery_rows(t.path.parent, t.run_id)
+    if isinstance(log, RunLog) and (log.torn_tail is not None or log.bad_lines):
         rows.append(("damage", f"torn last line: {log.torn_tail is not None}; "
                               f"unreadable lines: {list(log.bad_lines)}"))
     return rows
 
 
+def _delivery_rows(directory: Path, run_id: str) -> list[tuple[str, str]]:
+    rows = []
+    for sink, entry in sorted(deliveries(directory, run_id).items()):
+        lost = f", {entry.get('lost')} lost" if entry.get("lost") else ""
+        missing = f" — missing: {entry['missing']}" if entry.get("missing") else ""
+        rows.append((f"→ {sink}", f"{entry.get('state')} ({entry.get('delivered', 0)} "
+                                  f"events{lost}){missing}"))
+    return rows
+
+
 def _cmd_show(args: argparse.Namespace) -> int:
-    log = read_run(args.path)
-    table = Table(show_header=False, title=str(args.path))
+    path = resolve_run(args.path)
+    log = read_run(path)
+    table = Table(show_header=False, title=str(path))
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
     for label, value in summary_rows(log):
         table.add_row(label, value)
     _console.print(table)
@@ -160,9 +194,12 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def register_show(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``rlobs show RUN.jsonl``."""
-    parser = sub.add_parser("show", help="summarise a run log")
-    parser.add_argument("path", help="a run's .jsonl file")
+    """``rlobs show RUN``."""
+    parser = sub.add_parser("show", help="summarise a run: status, steps, episodes, "
+                            "summaries, results, children, deliveries")
+    parser.add_argument("path", metavar="RUN", nargs="?", default=LATEST,
+                        help="a run's .jsonl file, a directory (its latest run), a run "
+                        "id, or 'latest' (the default: the latest run of RLOBS_JSONL_DIR)")
     parser.set_defaults(func=_cmd_show)
 
 
@@ -188,7 +225,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except RlobsError as exc:
-        _errors.print(f"[red]error:[/red] {exc}")
+        _errors.print(f"[red]error:[/red] {escape(str(exc))}")
+        return 2
+    except OSError as exc:  # a path that is a directory, unreadable, on a full disk...
+        where = f": {exc.filename}" if exc.filename else ""
+        _errors.print(f"[red]error:[/red] {escape(str(exc.strerror or exc) + where)}")
         return 2
     except KeyboardInterrupt:
         return 130

@@ -30,7 +30,8 @@ _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _FLOAT_FIELDS = ("reward", "cumulative_reward", "episode_return", "total_reward")
 _FIELDS = {cls: cls._fields for cls in TYPE_NAMES}
 _FLOAT_MAX = float.fromhex("0x1.fffffffffffffp+1023")
-_OMITTED: dict[type, dict[str, Any]] = {Step: {"done": False, "truncated": False, "episode": 0}}
+_OMITTED: dict[type, dict[str, Any]] = {
+    Step: {"done": False, "truncated": False, "episode": 0, "env_steps": 1}}
 """Fields a line leaves out at these values (others left out are ``None``)."""
 
 
@@ -48,6 +49,7 @@ class StepLine(msgspec.Struct, tag_field="type", tag="step", omit_defaults=True,
     episode_return: float | None = None
     episode_length: int | None = None
     time_ns: int = 0
+    env_steps: int = 1
     v: int = 0
 
 

@@ -1,7 +1,7 @@
 """Learning-curve arithmetic shared by ``rlobs compare`` and ``rlobs plot``.
 
-An episode is a step with ``episode_return`` set, or — for vector envs, which record
-one step per vector step — each ``env/<i>/episode_return`` metric of a step.
+Episodes are counted as :class:`rlobs._tally.RunTally` counts them (vector envs: one per
+sub-env episode).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._events import RunUpdate
 from ._reader import RunLog
+from ._tally import RunTally
 
 # Two-sided 95% critical values of Student's t by degrees of freedom; between listed
 # values the smaller df's (larger, conservative) value is used.
@@ -56,30 +56,13 @@ class Spread:
 
 
 def episodes(log: RunLog) -> list[tuple[int, float]]:
-    """(step index, return) of every episode of a run, in order."""
-    out: list[tuple[int, float]] = []
-    for step in log.steps:
-        if step.episode_return is not None:
-            out.append((step.step, step.episode_return))
-            continue
-        for key, value in step.metrics.items():
-            if key.startswith("env/") and key.endswith("/episode_return"):
-                out.append((step.step, value))
-    return out
+    """(step index, return) of every episode of a run, in order (see :mod:`rlobs._tally`)."""
+    return RunTally.of(log).episodes
 
 
 def run_value(log: RunLog, key: str) -> str | None:
     """A run's tag or param ``key`` (tags first; later updates win), as text."""
-    tags, params = dict(log.start.tags), dict(log.start.params)
-    for event in log.events:
-        if isinstance(event, RunUpdate):
-            tags.update(event.tags)
-            params.update(event.params)
-    if key in tags:
-        return tags[key]
-    if key in params:
-        return str(params[key])
-    return None
+    return RunTally.of(log).value(key)
 
 
 def rolling_mean(values: Sequence[float], window: int) -> list[float]:

@@ -53,7 +53,13 @@ class RunStart(NamedTuple):
 
 class Step(NamedTuple):
     """One agent step. ``episode_return``/``episode_length`` are set on the step that ends
-    an episode (``done`` or ``truncated``), else ``None``."""
+    an episode (``done`` or ``truncated``), else ``None``.
+
+    ``env_steps`` is how many env steps the record stands for (a vector step of ``n``
+    sub-envs recorded on the env-step axis: ``n``); ``step`` is then the last of them, so
+    the next record's index is ``step + 1``. ``episode`` counts the episodes completed
+    before this step plus those a vector step ended (``Run.step(episodes=…)``).
+    """
 
     run_id: str
     step: int
@@ -66,6 +72,7 @@ class Step(NamedTuple):
     episode_return: float | None
     episode_length: int | None
     time_ns: int
+    env_steps: int = 1
 
 
 class Span(NamedTuple):

@@ -20,7 +20,14 @@ Errors raised by a sink's hooks never reach the agent loop: the hub logs and cou
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the choice closest to ``word``, else ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class RlobsError(Exception):
@@ -38,8 +45,8 @@ class UnknownSinkError(ConfigError):
         self.name = name
         self.known = sorted(known)
         super().__init__(
-            f"unknown sink {name!r}; known sinks: {', '.join(self.known) or '(none)'}"
-            " (or 'none' to disable all)"
+            f"unknown sink {name!r}{did_you_mean(name, self.known)}; known sinks: "
+            f"{', '.join(self.known) or '(none)'} (or 'none' to disable all)"
         )
 
 

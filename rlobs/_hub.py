@@ -33,9 +33,10 @@ from ._log import logger
 from ._params import redact_text
 from ._provenance import provenance_tags
 from ._registry import build_sinks, selected_names
-from ._run import Run, RunContext, check_run_id
+from ._run import DESCRIPTION_TAG, EXPERIMENT_TAG, Run, RunContext, check_run_id
 from ._settings import Settings
 from ._sink import Sink
+from ._system import Sampler
 from ._worker import SinkStatus, SinkWorker
 from ._writer import Writer
 
@@ -59,6 +60,8 @@ class Hub:
         open_timeout_s: bound on waiting for in-process sinks to open
             (``RLOBS_OPEN_TIMEOUT_S``).
         heartbeat_s: seconds between heartbeats, 0 disables (``RLOBS_HEARTBEAT_S``).
+        system_metrics_s: seconds between system metrics samples, 0 disables
+            (``RLOBS_SYSTEM_METRICS_S``; see :mod:`rlobs.environment_variables`).
         queue_size: default queue size per in-process sink (``RLOBS_QUEUE_SIZE``).
         handle_signals: install a SIGTERM handler that ends runs as ``killed``
             (``RLOBS_HANDLE_SIGNALS``).
@@ -79,6 +82,7 @@ class Hub:
         end_timeout_s: float | None = None,
         open_timeout_s: float | None = None,
         heartbeat_s: float | None = None,
+        system_metrics_s: float | None = None,
         queue_size: int | None = None,
         handle_signals: bool | None = None,
         provenance: bool = True,
@@ -89,7 +93,7 @@ class Hub:
         self.settings = Settings.from_env(
             env, end_timeout_s=end_timeout_s, open_timeout_s=open_timeout_s,
             heartbeat_s=heartbeat_s, queue_size=queue_size, handle_signals=handle_signals,
-            shipper=shipper,
+            shipper=shipper, system_metrics_s=system_metrics_s,
         )
         spec = selected_names(env) if sinks is None else sinks
         self.sinks = build_sinks(spec, env)
@@ -117,6 +121,7 @@ class Hub:
         self._lock = threading.RLock()
         self._state = "new"
         self._pid = os.getpid()
+        self._system: Sampler | None = None
 
     def _ships(self, sink: Sink) -> bool:
         return (sink.shipper and not sink.run_log and sink.enabled
@@ -149,7 +154,26 @@ class Hub:
                 logger.warning("sinks not shipped", reason=self._link.spawn_error)
             self._state = "started"
             _lifecycle.register(self)
+            self._start_sampler()
         return self
+
+    def _start_sampler(self) -> None:
+        interval = self.settings.system_metrics_s
+        if interval <= 0:
+            return
+        if not Sampler.available():
+            logger.info("system metrics off: psutil is not installed")
+            return
+        self._system = Sampler(interval, self._system_sample)
+        self._system.start()
+
+    def _system_sample(self, metrics: dict[str, float]) -> None:
+        """Record a sample on each open run whose parent is not open here (a sweep's
+        cells share their parent's host: one copy is enough)."""
+        with self._lock:
+            runs = [r for r in self._runs.values() if r.parent_id not in self._runs]
+        for run in runs:
+            run.log_summary(metrics)
 
     def close(self) -> None:
         """End open runs as ``killed``, close the in-process sinks, stop the writer.
@@ -163,6 +187,9 @@ class Hub:
                 self._state = "closed"
                 return
             self._state = "closing"
+        if self._system is not None:
+            self._system.stop()
+            self._system = None
         self.end_open_runs(RunStatus.KILLED, "the hub closed while the run was open")
         futures = {w.barrier(close=True): w for w in self._workers if w.accepting}
         _, pending = wait(futures, timeout=self.settings.end_timeout_s)
@@ -183,6 +210,7 @@ class Hub:
         self._runs.clear()
         self._done.clear()
         self._workers = ()
+        self._system = None  # its thread stayed with the parent
         self._state = "new" if self._state == "started" else self._state
 
     @property
@@ -216,6 +244,8 @@ class Hub:
         tags: Mapping[str, Any] | None = None,
         parent: Run | str | None = None,
         run_id: str | None = None,
+        experiment: str | None = None,
+        description: str | None = None,
     ) -> Run:
         """A new run; it starts when entered (``with``/``async with``) or on ``start()``.
 
@@ -225,6 +255,10 @@ class Hub:
             tags: free-form string tags.
             parent: the parent run (or its id) of a nested run, e.g. a sweep's cell.
             run_id: reuse an id (e.g. a restarted job); default a new unique id.
+            experiment: the experiment the run belongs to (tag ``rlobs.experiment``;
+                MLflow files the run there, before any sink or environment setting).
+            description: a text describing the run (tag ``rlobs.description``; MLflow
+                shows it as the run's description).
 
         Raises:
             HubClosedError: the hub is closed.
@@ -235,6 +269,10 @@ class Hub:
         parent_id = parent.run_id if isinstance(parent, Run) else parent
         if parent_id is not None:
             check_run_id(parent_id)
+        extra = {key: value for key, value in ((EXPERIMENT_TAG, experiment),
+                                               (DESCRIPTION_TAG, description)) if value}
+        if extra:
+            tags = {**(tags or {}), **extra}
         return Run(self._context, name, run_id=new_run_id() if run_id is None else run_id,
                    params=params, tags=tags, parent=parent_id)
 
@@ -430,6 +468,9 @@ def run(
     tags: Mapping[str, Any] | None = None,
     parent: Run | str | None = None,
     run_id: str | None = None,
+    experiment: str | None = None,
+    description: str | None = None,
 ) -> Run:
     """Shortcut for ``default_hub().run(...)``: a run on the environment's sinks."""
-    return default_hub().run(name, params=params, tags=tags, parent=parent, run_id=run_id)
+    return default_hub().run(name, params=params, tags=tags, parent=parent, run_id=run_id,
+                             experiment=experiment, description=description)

@@ -1,8 +1,9 @@
 """``rlobs plot RUN.jsonl -o reward.png``: a run on one page.
 
-Three panels: the step reward with its rolling mean; the episode returns with their
-rolling mean; and a latency histogram of the run's most frequent spans (e.g.
-``actor.forward``) with their p50/p99. matplotlib is imported only here.
+Panels: the step reward with its rolling mean; the episode returns with their rolling
+mean; each step metric (losses first, up to six) with its rolling mean; and a latency
+histogram of the run's most frequent spans (e.g. ``actor.forward``) with their p50/p99.
+Counts (steps, spans) are on integer axes. matplotlib is imported only here.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ._curves import episodes, rolling_mean
+from ._curves import rolling_mean
 from ._reader import RunLog, read_run
+from ._tally import LATEST, RunTally, resolve_run
 
 _MAX_POINTS = 4000
 _TOP_SPANS = 4
+_TOP_METRICS = 6
+_EPISODE_KEYS = ("episode_return", "episode_length", "episodes_ended")
 
 
 def _thin(xs: list[int], ys: list[float]) -> tuple[list[int], list[float]]:
@@ -25,12 +29,10 @@ def _thin(xs: list[int], ys: list[float]) -> tuple[list[int], list[float]]:
     return xs[::every], ys[::every]
 
 
-def _title(log: RunLog) -> str:
-    end = log.end
-    status = end.status.value if end else "no end recorded"
-    duration = f", {end.duration_s:.3g} s" if end else ""
-    return (f"{log.start.name} ({log.start.run_id}) — {status}, "
-            f"{len(log.steps):,} steps{duration}")
+def _title(tally: RunTally) -> str:
+    status = tally.status or "no end recorded"
+    return (f"{tally.name} ({tally.run_id}) — {status}, {tally.steps:,} steps, "
+            f"{tally.episode_count:,} episodes, {tally.duration_s:.3g} s")
 
 
 def _empty(ax: Any, message: str) -> None:
@@ -60,8 +62,8 @@ def _rewards(ax: Any, log: RunLog) -> None:
     ax.legend(loc="upper left", fontsize="small", framealpha=0.9)
 
 
-def _returns(ax: Any, log: RunLog) -> None:
-    eps = episodes(log)
+def _returns(ax: Any, tally: RunTally) -> None:
+    eps = tally.episodes
     ax.set_title("episode return", loc="left")
     if not eps:
         _empty(ax, "no episode ended")
@@ -123,27 +125,68 @@ def _latency(ax: Any, log: RunLog) -> None:
     ax.legend(loc="upper right", fontsize="small")
 
 
-def plot_run(log: RunLog, out: Path) -> Path:
-    """Draw the run's reward curve, episode returns and span latencies to ``out``."""
-    from matplotlib.figure import Figure
+def metric_names(tally: RunTally) -> list[str]:
+    """The step metrics a plot draws: losses first, then the others in order of first
+    appearance (episode figures have their own panel), at most ``_TOP_METRICS``."""
+    keys = [k for k in tally.metric_keys if k not in _EPISODE_KEYS]
+    return sorted(keys, key=lambda k: "loss" not in k.lower())[:_TOP_METRICS]
 
-    fig = Figure(figsize=(10, 10), layout="constrained")
-    axes = fig.subplots(3, 1)
-    _rewards(axes[0], log)
-    _returns(axes[1], log)
-    _latency(axes[2], log)
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    fig.suptitle(_title(log), fontsize="medium")
+
+def _metric(ax: Any, log: RunLog, key: str) -> None:
+    points = [(s.step, s.metrics[key]) for s in log.steps if key in s.metrics]
+    ax.set_title(key, loc="left")
+    xs, ys = [p for p, _ in points], [v for _, v in points]
+    window = max(5, len(points) // 20)
+    tx, ty = _thin(xs, ys)
+    ax.plot(tx, ty, lw=0.5, color="0.7", label=key)
+    mx, my = _thin(xs, rolling_mean(ys, window))
+    ax.plot(mx, my, lw=1.6, color="C2", label=f"rolling mean ({window} values)")
+    ax.set_xlabel("step")
+    ax.legend(loc="best", fontsize="small", framealpha=0.9)
+
+
+def plot_run(log: RunLog, out: Path) -> Path:
+    """Draw the run's reward curve, episode returns, step metrics (losses first) and span
+    latencies to ``out``."""
+    fig = run_figure(log)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     return out
 
 
+def run_figure(log: RunLog) -> Any:
+    """The matplotlib figure :func:`plot_run` saves."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    tally = RunTally.of(log)
+    metrics = metric_names(tally)
+    rows = 3 + (len(metrics) + 1) // 2
+    fig = Figure(figsize=(10, 3.3 * rows), layout="constrained")
+    grid = fig.add_gridspec(rows, 2)
+    wide = [fig.add_subplot(grid[0, :]), fig.add_subplot(grid[1, :])]
+    small = [fig.add_subplot(grid[2 + i // 2, i % 2]) for i in range(len(metrics))]
+    latency = fig.add_subplot(grid[rows - 1, :])
+    _rewards(wide[0], log)
+    _returns(wide[1], tally)
+    for ax, key in zip(small, metrics, strict=True):
+        _metric(ax, log, key)
+    _latency(latency, log)
+    for ax in (*wide, *small):
+        ax.grid(alpha=0.3)
+        if tally.steps:  # every step panel spans the whole run, on whole steps
+            ax.set_xlim(0, max(1, tally.steps - 1))
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    latency.grid(alpha=0.3)
+    latency.yaxis.set_major_locator(MaxNLocator(integer=True))  # span counts are whole
+    fig.suptitle(_title(tally), fontsize="medium")
+    return fig
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from ._cli import console
 
-    path = Path(args.path)
+    path = resolve_run(args.path)
     out = Path(args.output) if args.output else path.with_suffix(".png")
     console().print(f"wrote {plot_run(read_run(path), out)}")
     return 0
@@ -153,7 +196,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``rlobs plot RUN.jsonl [-o reward.png]``."""
     parser = sub.add_parser("plot", help="draw a run's reward curve, episode returns and "
                             "span latency histogram to a PNG")
-    parser.add_argument("path", help="a run's .jsonl file")
+    parser.add_argument("path", metavar="RUN", nargs="?", default=LATEST,
+                        help="a run's .jsonl file, a directory (its latest run), a run id, "
+                        "or 'latest' (the default)")
     parser.add_argument("-o", "--output", metavar="PNG",
                         help="where to write (default: beside the run file, .png)")
     parser.set_defaults(func=_cmd_plot)

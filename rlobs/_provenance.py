@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import getpass
 import hashlib
 import os
 import platform
@@ -34,6 +35,21 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+def _source() -> str:
+    """The program that runs: the main script's absolute path, ``-c``, or ``python``."""
+    main = sys.argv[0] if sys.argv else ""
+    if main and main != "-c" and Path(main).exists():
+        return str(Path(main).resolve())
+    return main or "python"
+
+
+def _user() -> str | None:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name and no USER/LOGNAME: a container's bare uid
+        return None
+
+
 @functools.cache
 def provenance_tags() -> dict[str, str]:
     """Tags that say where and with what a run ran (computed once per process).
@@ -47,7 +63,11 @@ def provenance_tags() -> dict[str, str]:
         "rlobs.host": socket.gethostname(),
         "rlobs.pid": str(os.getpid()),
         "rlobs.cmd": redact_argv(sys.argv)[:500],
+        "rlobs.source": _source(),
     }
+    user = _user()
+    if user:
+        tags["rlobs.user"] = user
     for dist in _PACKAGES:
         version = _version(dist)
         if version:

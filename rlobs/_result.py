@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import environment_variables as ev
 from ._log import logger
-from ._run import Run
+from ._run import KIND_TAG, Run, current_run
 
 if TYPE_CHECKING:
     from ._hub import Hub
@@ -27,6 +27,7 @@ Curve = Sequence[float] | Mapping[str, Sequence[float]]
 """A curve: its y values (x is the index), or named columns whose first is x."""
 
 _SAFE = re.compile(r"[^\w.\-]+")
+_CURRENT: Any = object()
 
 
 def _is_number(value: Any) -> bool:
@@ -98,13 +99,15 @@ def log_result(
     tables: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     tags: Mapping[str, Any] | None = None,
     hub: Hub | None = None,
-    parent: Run | str | None = None,
+    parent: Run | str | None = _CURRENT,
     directory: str | os.PathLike[str] | None = None,
+    experiment: str | None = None,
+    description: str | None = None,
 ) -> Run:
     """Log results computed outside a loop as one finished run.
 
     Args:
-        name: the run's name (its family groups runs, e.g. into an MLflow experiment).
+        name: the run's name.
         params: the configuration that produced the results (nested dicts flattened).
         results: numbers (anything ``float()`` accepts, bools included) become summary
             metrics; other values become tags ``result.<key>``.
@@ -113,9 +116,14 @@ def log_result(
         tables: named lists of rows (mappings), each written to ``<name>.csv``.
         tags: extra tags.
         hub: the hub to use (default: :func:`rlobs.default_hub`).
-        parent: a parent run (or id), e.g. the sweep this result belongs to.
+        parent: a parent run (or id), e.g. the sweep this result belongs to; default
+            :func:`rlobs.current_run` (an evaluation inside a training run nests under
+            it); ``None``: a top-level run.
         directory: where the files are kept (default ``<RLOBS_JSONL_DIR>/<run_id>.files``);
             kept after the call, since sinks upload them asynchronously.
+        experiment: the experiment to file the run under (default: the parent's, else
+            the sinks' setting; see ``Hub.run``).
+        description: a text describing the result (MLflow: the run's description).
 
     Returns:
         The ended run (``run.result`` holds its end).
@@ -128,7 +136,11 @@ def log_result(
     hub = hub or default_hub()
     numbers = {k: float(v) for k, v in results.items() if _is_number(v)}
     texts = {f"result.{k}": v for k, v in results.items() if not _is_number(v)}
-    with hub.run(name, params=params, tags={**(tags or {}), **texts}, parent=parent) as run:
+    if parent is _CURRENT:
+        parent = current_run()
+    tags = {**(tags or {}), **texts, KIND_TAG: "result"}
+    with hub.run(name, params=params, tags=tags, parent=parent, experiment=experiment,
+                 description=description) as run:
         run.log_summary(numbers)
         if curves or tables:
             root = Path(directory or Path(os.environ.get(ev.RLOBS_JSONL_DIR) or "rlobs-runs")

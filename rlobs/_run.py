@@ -35,8 +35,16 @@ from ._values import as_number
 from ._writer import BACKLOG, RunFile, Writer
 from .environment_variables import RLOBS_OTEL_CONTEXT
 
+EXPERIMENT_TAG = "rlobs.experiment"
+"""Tag naming the experiment a run belongs to (``Hub.run(experiment=…)``)."""
+DESCRIPTION_TAG = "rlobs.description"
+"""Tag holding a run's description (``Hub.run(description=…)``)."""
+KIND_TAG = "rlobs.kind"
+"""Tag saying what made a run: ``result`` for :func:`rlobs.log_result` (no agent loop)."""
+
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _UNSET: Any = object()
+_ZERO, _ONE = 0, 1  # Run.step's defaults, compared by identity (small ints are shared)
 
 _current_run: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
     "rlobs_current_run", default=None
@@ -253,6 +261,8 @@ class Run:
         *,
         done: bool = False,
         truncated: bool = False,
+        episodes: int = 0,
+        env_steps: int = 1,
     ) -> None:
         """Record one agent step. Non-blocking, about a microsecond.
 
@@ -263,7 +273,16 @@ class Run:
                 the step, counted in ``RunEnd.rejected`` and logged once per cause.
             done: the episode terminated at this step.
             truncated: the episode was cut off at this step (time limit).
+            episodes: episodes of sub-envs that ended at this step (a vector step), which
+                ``done``/``truncated`` cannot say; counted in ``run.episodes`` and
+                ``RunEnd.episodes``. Not a non-negative int: counted, taken as 0.
+            env_steps: env steps this record stands for (a vector step of ``n`` sub-envs
+                on the env-step axis: ``n``); the step index advances by ``env_steps`` and
+                the record carries the last index. Not a positive int: counted, taken
+                as 1.
         """
+        if episodes is not _ZERO or env_steps is not _ONE:  # identity: the usual call
+            episodes, env_steps = self._counts(episodes, env_steps)
         if reward.__class__ is not float:
             reward = self._coerce_reward(reward)
         if metrics:
@@ -288,12 +307,12 @@ class Run:
                 if self._ignored == 1:
                     self._ignoring()
                 return
-            index = self._steps
+            index = self._steps + env_steps - 1
             total = self._total + reward
             if self._llm_step:  # LLM calls since the last step: their usage is the step's
                 clean = {**clean, **self._llm_step}
                 self._llm_step = {}
-            episode = self._episodes
+            episode = self._episodes + episodes
             ep_return = self._ep_return + reward
             pending = self._pending
             if ended:
@@ -302,14 +321,15 @@ class Run:
                 pending.append(StepLine(self.run_id, index, reward, total, clean, done,
                                         truncated, episode, ep_return,
                                         index + 1 - self._ep_first,
-                                        _now_ns() + _WALL_OFFSET_NS, 1))
+                                        _now_ns() + _WALL_OFFSET_NS, env_steps, 1))
                 self._episodes = episode + 1
                 self._ep_return = 0.0
                 self._ep_first = index + 1
             else:
                 pending.append(StepLine(self.run_id, index, reward, total, clean, False,
                                         False, episode, None, None,
-                                        _now_ns() + _WALL_OFFSET_NS, 1))
+                                        _now_ns() + _WALL_OFFSET_NS, env_steps, 1))
+                self._episodes = episode
                 self._ep_return = ep_return
             self._steps = index + 1
             self._total = total
@@ -401,8 +421,16 @@ class Run:
             return
         self._emit(Artifact(self.run_id, str(resolved), artifact_path, wall_ns()))
 
-    def log_input_hash(self, path: str | PathLike[str], name: str | None = None) -> str | None:
-        """Hash a dataset file or directory (SHA-256) and tag the run with it.
+    def log_input_hash(self, path: str | PathLike[str], name: str | None = None, *,
+                       context: str | None = None) -> str | None:
+        """Hash a dataset file or directory (SHA-256) and tag the run with it; sinks that
+        know datasets record it as one (MLflow: a dataset input of the run).
+
+        Args:
+            path: the file or directory.
+            name: the dataset's name; default the file name.
+            context: what the run used it for (``training``, ``evaluation``); tag
+                ``rlobs.input.<name>.context``.
 
         Returns:
             The hex digest, also set as tag ``rlobs.input.<name>.sha256``; ``None`` (logged
@@ -415,8 +443,11 @@ class Run:
             self._reject("input", repr(path), why=why)
             return None
         label = name or Path(fspath(path)).name
-        self._update(tags={f"rlobs.input.{label}.sha256": digest,
-                           f"rlobs.input.{label}.path": str(Path(fspath(path)).resolve())})
+        tags = {f"rlobs.input.{label}.sha256": digest,
+                f"rlobs.input.{label}.path": str(Path(fspath(path)).resolve())}
+        if context:
+            tags[f"rlobs.input.{label}.context"] = str(context)
+        self._update(tags=tags)
         return digest
 
     def end(self, status: RunStatus | str = RunStatus.FINISHED,
@@ -522,6 +553,16 @@ class Run:
             self._reject("reward", reward)
             return math.nan
         return float(value)
+
+    def _counts(self, episodes: Any, env_steps: Any) -> tuple[int, int]:
+        """``episodes``/``env_steps`` as ints; one that is not is counted and defaulted."""
+        if not (_is_int(episodes) and episodes >= 0):
+            self._reject("episodes", episodes, why="not a non-negative int")
+            episodes = 0
+        if not (_is_int(env_steps) and env_steps >= 1):
+            self._reject("env_steps", env_steps, why="not a positive int")
+            env_steps = 1
+        return int(episodes), int(env_steps)
 
     def _flag(self, value: Any, name: str) -> bool:
         """``done``/``truncated`` as a bool; one whose truth is undefined (an array, a meta
@@ -629,6 +670,19 @@ class Run:
     def __repr__(self) -> str:
         state = "ended" if self._end else ("active" if self._started else "new")
         return f"<Run {self.name!r} id={self.run_id} {state} steps={self._steps}>"
+
+
+def _is_int(value: Any) -> bool:
+    """An int, numpy integer or integral 0-d tensor (not a bool, not a float)."""
+    if value.__class__ is int:
+        return True
+    if isinstance(value, bool | float) or not hasattr(value, "__index__"):
+        return False
+    try:
+        value.__index__()
+    except Exception:  # a float tensor, a meta tensor
+        return False
+    return True
 
 
 _runs: weakref.WeakSet[Run] = weakref.WeakSet()

@@ -76,6 +76,7 @@ class Settings:
     end_timeout_s: float = 5.0
     open_timeout_s: float = 60.0
     heartbeat_s: float = 10.0
+    system_metrics_s: float = 10.0
     queue_size: int = 65536
     handle_signals: bool = True
     shipper: bool = True
@@ -87,6 +88,7 @@ class Settings:
             end_timeout_s=env_float(ev.RLOBS_END_TIMEOUT_S, 5.0, env=env),
             open_timeout_s=env_float(ev.RLOBS_OPEN_TIMEOUT_S, 60.0, env=env),
             heartbeat_s=env_float(ev.RLOBS_HEARTBEAT_S, 10.0, env=env),
+            system_metrics_s=env_float(ev.RLOBS_SYSTEM_METRICS_S, 10.0, env=env),
             queue_size=env_int(ev.RLOBS_QUEUE_SIZE, 65536, minimum=16, env=env),
             handle_signals=env_bool(ev.RLOBS_HANDLE_SIGNALS, True, env=env),
             shipper=env_bool(ev.RLOBS_SHIPPER, True, env=env),

@@ -130,9 +130,11 @@ def trace_events(logs: Sequence[RunLog]) -> dict[str, Any]:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from ._cli import console
+    from ._tally import resolve_run
 
-    logs = [read_run(path) for path in args.paths]
-    out = Path(args.output) if args.output else Path(args.paths[0]).with_suffix(".trace.json")
+    paths = [resolve_run(path) for path in args.paths]
+    logs = [read_run(path) for path in paths]
+    out = Path(args.output) if args.output else paths[0].with_suffix(".trace.json")
     document = trace_events(logs)
     out.write_text(json.dumps(document), encoding="utf-8")
     count = sum(1 for e in document["traceEvents"] if e["ph"] == "X")
@@ -145,6 +147,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``rlobs export-trace RUN.jsonl... -o trace.json``."""
     parser = sub.add_parser("export-trace", help="write run logs as a Chrome trace-event "
                             "file (run → step → span) for Perfetto or chrome://tracing")
-    parser.add_argument("paths", nargs="+", help="run .jsonl files")
+    parser.add_argument("paths", nargs="+", metavar="RUN", help="run .jsonl files (or a "
+                        "directory: its latest run; or 'latest')")
     parser.add_argument("-o", "--output", help="output file (default: RUN.trace.json)")
     parser.set_defaults(func=_cmd_export)

@@ -7,8 +7,9 @@ describes them all:
   hold), or ``None`` when it is not a number.
 - :func:`jsonable`: any value as something JSON can hold, never raising: non-finite
   floats become ``"NaN"``/``"Infinity"``/``"-Infinity"``, keys become strings, cycles and
-  nesting deeper than :data:`MAX_DEPTH` become a marker string, other objects their
-  ``str()`` (cut to :data:`MAX_TEXT`).
+  nesting deeper than :data:`MAX_DEPTH` become a marker string, numpy and torch scalars
+  their Python value (``np.int64(3)`` → ``3``, ``np.bool_(True)`` → ``True``), other
+  objects their ``str()`` (cut to :data:`MAX_TEXT`).
 """
 
 from __future__ import annotations
@@ -88,7 +89,13 @@ def jsonable(value: Any, _depth: int = 0, _seen: frozenset[int] = frozenset()) -
         return jsonable(int(value), _depth, _seen)
     if isinstance(value, float):
         return _non_finite(float(value))
-    if getattr(value, "ndim", None) == 0:  # a numpy or torch scalar
+    if getattr(value, "ndim", None) == 0:  # a numpy or torch scalar: its Python value
+        try:
+            item = value.item()
+        except Exception:  # a meta tensor, or an exotic scalar
+            item = None
+        if item.__class__ in (bool, int, float, str):
+            return jsonable(item, _depth, _seen)
         number = as_number(value)
         return _text(value) if number is None else _non_finite(float(number))
     if hasattr(value, "tolist") and getattr(value, "size", None) is not None:

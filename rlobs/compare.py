@@ -21,9 +21,10 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ._curves import Spread, episodes, expand_paths, rolling_mean, run_value
-from ._exceptions import RlobsError
-from ._reader import RunLog, read_run
+from ._curves import Spread, expand_paths, rolling_mean
+from ._exceptions import RlobsError, did_you_mean
+from ._reader import RunLog
+from ._tally import RunTally
 
 MISSING = "(unset)"
 """The group of runs that lack the grouping key."""
@@ -173,9 +174,21 @@ def report(groups: Sequence[GroupScore], skipped: Sequence[str], key: str, last:
         console().print(f"wrote {plot_groups(groups, key, Path(plot))}")
 
 
-def score(log: RunLog, key: str, last: int) -> RunScore | None:
+def score(log: RunLog | RunTally, key: str, last: int) -> RunScore | None:
     """A JSONL run's final and mean episode return; ``None`` if it has no episodes."""
-    return score_episodes(str(log.path), run_value(log, key), episodes(log), last)
+    tally = log if isinstance(log, RunTally) else RunTally.of(log)
+    return score_episodes(str(tally.path), tally.value(key), tally.episodes, last)
+
+
+def check_key(key: str, tallies: Sequence[RunTally]) -> None:
+    """Raise :class:`RlobsError` when no run has the tag or param ``key`` (a typo would
+    otherwise put every run in :data:`MISSING`)."""
+    if any(t.value(key) is not None for t in tallies):
+        return
+    known = sorted({k for t in tallies for k in (*t.tags, *t.params)
+                    if not k.startswith("rlobs.")})
+    raise RlobsError(f"no run has a tag or param {key!r}{did_you_mean(key, known)}; "
+                     f"their keys: {', '.join(known) or '(none)'}")
 
 
 def compare(paths: Sequence[str | os.PathLike[str]], key: str,
@@ -191,17 +204,19 @@ def compare(paths: Sequence[str | os.PathLike[str]], key: str,
         The groups (sorted by name) and the runs skipped for having no episodes.
 
     Raises:
-        RlobsError: no path given, or ``last`` < 1.
+        RlobsError: no path given, ``last`` < 1, or no run has ``key``.
         RunFileError: a file is not a run log.
     """
     files = expand_paths(paths)
     if not files:
         raise RlobsError("no run files to compare")
     check_last(last)
+    tallies = [RunTally.read(path) for path in files]
+    check_key(key, tallies)
     scores: list[RunScore] = []
     skipped: list[Path] = []
-    for path in files:
-        scored = score(read_run(path), key, last)
+    for path, tally in zip(files, tallies, strict=True):
+        scored = score(tally, key, last)
         if scored is None:
             skipped.append(path)
         else:
@@ -209,5 +224,5 @@ def compare(paths: Sequence[str | os.PathLike[str]], key: str,
     return group_scores(scores), skipped
 
 
-__all__ = ["MISSING", "GroupScore", "RunScore", "Spread", "check_last", "compare",
+__all__ = ["MISSING", "GroupScore", "RunScore", "Spread", "check_key", "check_last", "compare",
            "group_scores", "plot_groups", "report", "score", "score_episodes", "table"]

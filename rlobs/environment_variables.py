@@ -28,6 +28,12 @@ unavailable. Default ``60``."""
 RLOBS_HEARTBEAT_S = "RLOBS_HEARTBEAT_S"
 """Seconds between heartbeat events of each open run; ``0`` disables. Default ``10``."""
 
+RLOBS_SYSTEM_METRICS_S = "RLOBS_SYSTEM_METRICS_S"
+"""Seconds between samples of system metrics (CPU, memory, disk, network; GPUs with
+nvidia-ml-py), recorded on every open top-level run as ``system/…`` summaries; ``0``
+disables. Sampled on a thread of its own, never the agent's; needs psutil (installed by
+``rlobs[all]`` and ``rlobs[system]``), else off. Default ``10``."""
+
 RLOBS_QUEUE_SIZE = "RLOBS_QUEUE_SIZE"
 """Events each sink's queue holds (sinks may declare their own). Default ``65536``."""
 
@@ -37,7 +43,13 @@ RLOBS_HANDLE_SIGNALS = "RLOBS_HANDLE_SIGNALS"
 
 RLOBS_ACTOR_BACKEND = "RLOBS_ACTOR_BACKEND"
 """Backend of actors wrapped by :func:`rlobs.torch.instrument` when none is passed:
-``auto``, ``script``, ``compile``, ``cudagraph`` or ``eager``. Default ``auto``."""
+``auto``, ``onnx``, ``export``, ``script``, ``compile``, ``cudagraph`` or ``eager``.
+Default ``auto``."""
+
+RLOBS_ACTOR_CACHE_DIR = "RLOBS_ACTOR_CACHE_DIR"
+"""Directory where the ``export`` actor backend keeps its compiled packages (one per
+module code, weights, input shape and torch version), so a restarted process loads them
+instead of compiling again. Default ``~/.cache/rlobs/actors``."""
 
 RLOBS_JSONL_MODE = "RLOBS_JSONL_MODE"
 """Permission bits of new run logs, in octal (the umask still applies). Default ``600``:
@@ -55,6 +67,11 @@ and records it incomplete, for ``rlobs sync`` to finish. Default ``300``."""
 RLOBS_SHIPPER_IDLE_S = "RLOBS_SHIPPER_IDLE_S"
 """Seconds the shipper stays once everything is shipped and no writer is alive, before
 it exits (a new run starts a new one). Default ``5``."""
+
+RLOBS_PARENT_ID = "RLOBS_PARENT_ID"
+"""The parent run id that a worker's run nests under when it is given none
+(:func:`rlobs.integrations.ray.worker_run`; set on the driver by
+:func:`rlobs.integrations.ray.worker_env`). Default: no parent."""
 
 RLOBS_OTEL_CONTEXT = "RLOBS_OTEL_CONTEXT"
 """``1``: inside ``with run:`` the current OpenTelemetry context follows the run

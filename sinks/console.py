@@ -26,7 +26,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from rlobs import RunEnd, RunStart, Sink, SinkStatus, Step, env_float, wall_ns
+from rlobs import RunEnd, RunStart, RunTally, Sink, SinkStatus, Step, env_float, wall_ns
 
 RLOBS_CONSOLE_INTERVAL_S = "RLOBS_CONSOLE_INTERVAL_S"
 """Seconds between plain progress lines when the output is not a terminal. Default ``5``."""
@@ -36,10 +36,40 @@ _RATE_WINDOW_NS = 3_000_000_000
 
 def episode_returns_of(step: Step) -> list[float]:
     """The episode returns a step ends: its own, or a vector env's per-env ones."""
-    if step.episode_return is not None:
-        return [step.episode_return]
-    return [v for k, v in step.metrics.items()
-            if k.startswith("env/") and k.endswith("/episode_return")]
+    return list(RunTally(history=False).add_step(step))
+
+
+def number(value: float) -> str:
+    """A figure as the console prints it: 4 significant digits, thousands separated,
+    whole numbers without a fraction (``0.7867``, ``303.3``, ``12,000``)."""
+    if value != value or value in (float("inf"), float("-inf")):
+        return str(value)
+    if float(value).is_integer() and abs(value) < 1e15:
+        return f"{int(value):,}"
+    return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+
+
+class SerialConsole(Console):
+    """A console that renders for one thread at a time.
+
+    Rich computes where a live display's cursor must go back to, then writes the text
+    that follows from a per-thread buffer when the outermost ``with console`` block
+    exits. When the user prints (through the live display's stdout proxy) while the
+    sink's worker refreshes, the two interleave and a stale live line stays on screen.
+    Holding the console's lock for each whole block — and giving the live display that
+    same lock — keeps each cursor move and its text together.
+    """
+
+    def __enter__(self) -> SerialConsole:
+        self._lock.acquire()
+        super().__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            super().__exit__(*exc)
+        finally:
+            self._lock.release()
 
 
 @dataclass
@@ -50,39 +80,45 @@ class RunBoard:
     name: str
     start_ns: int
     window: int
-    steps: int = 0
     missed: int = 0
-    total_reward: float = 0.0
-    episodes: int = 0
     last_ns: int = 0
     best_return: float | None = None
+    tally: RunTally = field(init=False)
     rewards: deque[float] = field(init=False)
     returns: deque[float] = field(init=False)
     marks: deque[tuple[int, int]] = field(default_factory=deque)
 
     def __post_init__(self) -> None:
+        self.tally = RunTally(history=False)
         self.rewards = deque(maxlen=self.window)
         self.returns = deque(maxlen=self.window)
+
+    @property
+    def steps(self) -> int:
+        """Steps so far (the last step's index + 1)."""
+        return self.tally.steps
+
+    @property
+    def episodes(self) -> int:
+        """Episodes ended so far (vector envs: one per sub-env episode)."""
+        return self.tally.episode_count
+
+    @property
+    def total_reward(self) -> float:
+        """The run's cumulative reward."""
+        return self.tally.total_reward
 
     def add(self, step: Step) -> None:
         """Account one step (on the sink's worker, once per step: kept lean)."""
         index = step.step
-        if index != self.steps:
-            self.missed += max(0, index - self.steps)
-        self.steps = index + 1
-        self.total_reward = step.cumulative_reward
+        first = index - step.env_steps + 1  # a record may stand for many env steps
+        if first > self.tally.steps:
+            self.missed += first - self.tally.steps
         self.last_ns = step.time_ns
         self.rewards.append(step.reward)
-        if step.episode_return is not None:
-            self._episode(step.episode_return)
-        elif step.metrics:
-            for ret in episode_returns_of(step):
-                self._episode(ret)
-
-    def _episode(self, ret: float) -> None:
-        self.episodes += 1
-        self.best_return = ret if self.best_return is None else max(self.best_return, ret)
-        self.returns.append(ret)
+        for ret in self.tally.add_step(step):
+            self.best_return = ret if self.best_return is None else max(self.best_return, ret)
+            self.returns.append(ret)
 
     def rate(self) -> float:
         """Steps per second over the last few seconds of event time."""
@@ -101,11 +137,11 @@ class RunBoard:
         mean_reward = sum(self.rewards) / len(self.rewards) if self.rewards else 0.0
         text = Text.assemble((f"{self.name}", "bold"), (f" {self.run_id[-8:]}", "dim"),
                              f"  steps {self.steps:,}  {self.rate():,.0f}/s",
-                             f"  reward(avg {len(self.rewards)}) {mean_reward:.4g}",
+                             f"  reward(avg {len(self.rewards)}) {number(mean_reward)}",
                              f"  episodes {self.episodes:,}")
         if self.returns:
             text.append(f"  return(avg {len(self.returns)}) "
-                        f"{sum(self.returns) / len(self.returns):.4g}")
+                        f"{number(sum(self.returns) / len(self.returns))}")
         if self.missed:
             text.append(f"  missed {self.missed:,}", "yellow")
         if sinks:
@@ -125,13 +161,13 @@ def summary_table(board: RunBoard, end: RunEnd) -> Table:
         ("status", Text(end.status.value + (f": {end.error}" if end.error else ""), style)),
         ("duration", f"{end.duration_s:.2f} s"),
         ("steps", f"{end.steps:,} ({rate:,.0f}/s)"),
-        ("total reward", f"{end.total_reward:.6g}"),
-        ("episodes", f"{max(end.episodes, board.episodes):,}"),
+        ("total reward", number(end.total_reward)),
+        ("episodes", f"{board.episodes:,}"),
     ]
-    if board.returns:
+    if board.returns and board.best_return is not None:
         rows.append((f"mean return (last {len(board.returns)})",
-                     f"{sum(board.returns) / len(board.returns):.6g}"))
-        rows.append(("best return", f"{board.best_return:.6g}"))
+                     number(sum(board.returns) / len(board.returns))))
+        rows.append(("best return", number(board.best_return)))
     if end.dropped or end.rejected or board.missed:
         drops = ", ".join(f"{k} {v:,}" for k, v in end.dropped.items()) or "none"
         rows.append(("dropped", f"{drops}; rejected values {end.rejected:,}"))
@@ -159,8 +195,8 @@ class ConsoleSink(Sink):
     def __init__(self, file: IO[str] | None = None, *, refresh_s: float = 0.25,
                  interval_s: float = 5.0, window: int = 100,
                  terminal: bool | None = None) -> None:
-        self.console = Console(file=file or sys.stdout, force_terminal=terminal,
-                               highlight=False)
+        self.console = SerialConsole(file=file or sys.stdout, force_terminal=terminal,
+                                     highlight=False)
         self.live_mode = self.console.is_terminal if terminal is None else terminal
         self.refresh_s = refresh_s
         self.interval_s = interval_s
@@ -182,11 +218,15 @@ class ConsoleSink(Sink):
     def open(self) -> None:
         if self.live_mode:
             self._live = Live(console=self.console, auto_refresh=False, transient=True)
+            self._live._lock = self.console._lock  # one lock: see SerialConsole
             self._live.start()
 
     def on_run_start(self, event: RunStart) -> None:
-        self.boards[event.run_id] = RunBoard(event.run_id, event.name, event.time_ns,
-                                             self.window, last_ns=event.time_ns)
+        board = RunBoard(event.run_id, event.name, event.time_ns, self.window,
+                         last_ns=event.time_ns)
+        board.tally.add(event)
+        board.tally.steps = event.resumed_at or 0  # a resumed run's steps continue
+        self.boards[event.run_id] = board
         if not self.live_mode:
             self.console.print(f"run {event.name} ({event.run_id}) started")
 

@@ -15,6 +15,19 @@ from servers import MlflowServer, create_pg_database, drop_pg_database
 
 _PREFIXES = ("RLOBS_", "MLFLOW_", "OTEL_")
 
+# Files whose assertions bound times or memory (exit within 1 s of a signal, retried within
+# 2 s of a restart, RSS growth): they run alone after the rest (`make test`), so other
+# tests running beside them cannot make the figures they check meaningless.
+SERIAL = frozenset({"test_backpressure.py", "test_isolation.py", "test_lifecycle.py",
+                    "test_load.py", "test_mlflow_faults.py"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests of the files in :data:`SERIAL` ``serial``."""
+    for item in items:
+        if item.path.name in SERIAL:
+            item.add_marker(pytest.mark.serial)
+
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
@@ -25,6 +38,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     runs = tmp_path / "runs"
     monkeypatch.setenv("RLOBS_JSONL_DIR", str(runs))
     monkeypatch.setenv("RLOBS_HANDLE_SIGNALS", "0")
+    # Samples every 10 s would land in tests that count events; tests of them turn it on.
+    monkeypatch.setenv("RLOBS_SYSTEM_METRICS_S", "0")
     return runs
 
 

@@ -33,22 +33,30 @@ class MlflowServer:
     Args:
         backend_uri: the backend store (``sqlite:///…`` or ``postgresql://…``).
         workdir: where artifacts and the log file go.
+        command: the whole command line instead of the default one (it must listen on
+            ``port``); ``mlflow`` as its first word is the virtualenv's.
+        port: the port to listen on; default a free one.
     """
 
-    def __init__(self, backend_uri: str, workdir: Path) -> None:
+    def __init__(self, backend_uri: str, workdir: Path, *, command: list[str] | None = None,
+                 port: int | None = None) -> None:
         self.backend_uri = backend_uri
         self.workdir = workdir
-        self.port = free_port()
+        self.command = command
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "mlflow-server.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout_s: float = 90.0) -> MlflowServer:
+    def start(self, timeout_s: float = 180.0) -> MlflowServer:
         """Start and wait until ``/health`` answers."""
         mlflow_bin = Path(sys.executable).with_name("mlflow")
         cmd = [str(mlflow_bin), "server", "--backend-store-uri", self.backend_uri,
                "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
                "--serve-artifacts", "--artifacts-destination", str(self.workdir / "artifacts")]
+        if self.command is not None:
+            cmd = [str(mlflow_bin) if i == 0 and word == "mlflow" else word
+                   for i, word in enumerate(self.command)]
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the fd
             self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
@@ -111,29 +119,23 @@ def _group_alive(group: int) -> bool:
 
 
 def create_pg_database() -> str:
-    """Create a throwaway PostgreSQL database; returns its SQLAlchemy URI."""
-    import psycopg2
+    """Create a throwaway PostgreSQL database; returns its plain ``postgresql://`` URI
+    (SQLAlchemy 2.1 maps it to psycopg 3, the driver ``rlobs[all]`` installs)."""
+    import psycopg
 
     name = f"rlobs_test_{secrets.token_hex(4)}"
-    conn = psycopg2.connect(PG_ADMIN_DSN)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://", 1)
-    return f"{base}/{name}"  # explicit driver: SQLAlchemy 2.1 defaults to psycopg 3
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{PG_ADMIN_DSN.rsplit('/', 1)[0]}/{name}"
 
 
 def drop_pg_database(uri: str) -> None:
     """Drop a database made by :func:`create_pg_database`."""
-    import psycopg2
+    import psycopg
 
     name = uri.rsplit("/", 1)[1]
-    conn = psycopg2.connect(PG_ADMIN_DSN)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    conn.close()
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class FaultProxy:

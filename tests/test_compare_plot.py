@@ -11,6 +11,8 @@ from rlobs import Hub, RlobsError
 from rlobs._cli import main
 from rlobs._compare import compare
 from rlobs._curves import Spread, t95
+from rlobs._plot import run_figure
+from rlobs._reader import read_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -67,8 +69,21 @@ def test_compare_by_param_and_unset_key(two_algos: Path) -> None:
     """Params group too; runs without the key fall in one '(unset)' group."""
     groups, _ = compare([two_algos], "seed")
     assert [g.group for g in groups] == ["0", "1", "2"]
-    groups, _ = compare([two_algos], "nope")
-    assert [(g.group, len(g.runs)) for g in groups] == [("(unset)", 6)]
+    _write_run(two_algos, "c", 9, [1.0])
+    with Hub(["jsonl"], heartbeat_s=0, handle_signals=False, provenance=False,
+             env={"RLOBS_JSONL_DIR": str(two_algos)}) as hub, hub.run("plain") as run:
+        run.step(1.0, done=True)
+    groups, _ = compare([two_algos], "seed")
+    assert {g.group: len(g.runs) for g in groups}["(unset)"] == 1
+
+
+def test_compare_by_a_key_no_run_has_suggests_one(
+        two_algos: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A misspelt --by key is an error naming the close key, not one '(unset)' group."""
+    assert main(["compare", str(two_algos), "--by", "alog"]) == 2
+    err = capsys.readouterr().err
+    assert "no run has a tag or param 'alog'" in err and "did you mean 'algo'?" in err
+    assert "algo, seed" in err and "Traceback" not in err
 
 
 def test_compare_cli_prints_table_and_plots(two_algos: Path, tmp_path: Path,
@@ -109,3 +124,23 @@ def test_plot_defaults_beside_the_run_and_handles_no_steps(tmp_path: Path) -> No
     run = _write_run(tmp_path / "runs", "a", 0, [])
     assert main(["plot", str(run)]) == 0
     assert run.with_suffix(".png").read_bytes().startswith(PNG)
+
+
+def test_plot_draws_losses_and_custom_metrics_on_whole_step_axes(tmp_path: Path) -> None:
+    """Each step metric gets a panel, losses first; step and span-count axes are whole."""
+    with Hub(["jsonl"], heartbeat_s=0, handle_signals=False, provenance=False,
+             env={"RLOBS_JSONL_DIR": str(tmp_path)}) as hub, hub.run("short") as run:
+        for i in range(5):
+            with run.span("act"):
+                pass
+            run.step(1.0, {"td_error": 0.1 * i, "policy_loss": 1.0 / (i + 1)},
+                     done=(i == 4))
+    assert run.log_path is not None
+    fig = run_figure(read_run(run.log_path))
+    titles = [ax.get_title(loc="left") for ax in fig.axes]
+    assert titles == ["step reward", "episode return", "policy_loss", "td_error",
+                      "span latency"]
+    for ax in fig.axes[:4]:
+        ticks = ax.get_xticks()
+        assert len(ticks) > 1 and all(float(t).is_integer() for t in ticks), ticks
+    assert all(float(t).is_integer() for t in fig.axes[4].get_yticks())

@@ -146,3 +146,54 @@ def test_watch_shows_other_sinks_errors() -> None:
             hub.flush()
             run.step(1.0)
     assert "flaky: dropped 0 errors" in out.getvalue()
+
+
+SLOW_WRITER = """
+import sys, time, rlobs
+with rlobs.Hub(["jsonl"], heartbeat_s=0, handle_signals=False) as hub:
+    with hub.run("slow", run_id="slow") as run:
+        for i in range(12):
+            run.step(1.0, done=(i % 4 == 3))
+            time.sleep(0.25)
+"""
+
+
+@pytest.mark.slow
+def test_tail_of_a_directory_follows_its_latest_run_and_timeout_is_since_the_last_event(
+        runs_dir: Path) -> None:
+    """`rlobs tail DIR --timeout 1.5` follows a run that lasts ~3 s with an event every
+    0.25 s to its end: the timeout counts from the last event, not from the start."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    older = runs_dir / "older.jsonl"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    older.write_text(event_to_line(RunStart("older", "older", {}, {}, None, 1)))
+    writer = subprocess.Popen([sys.executable, "-c", SLOW_WRITER], cwd=ROOT, env=env)
+    try:
+        while not (runs_dir / "slow.jsonl").exists():
+            assert writer.poll() is None
+        tail = subprocess.run([sys.executable, "-m", "rlobs", "tail", str(runs_dir),
+                               "--timeout", "1.5"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=90)
+    finally:
+        writer.wait(timeout=60)
+    assert tail.returncode == 0, tail.stdout + tail.stderr
+    assert "run slow ended" in tail.stdout and "episodes" in tail.stdout
+    assert "older" not in tail.stdout
+
+
+def test_tail_of_a_wrong_path_is_a_clear_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A path in a missing directory, or not a .jsonl, exits 2 with one line; a
+    .jsonl in an existing directory is waited for, saying so."""
+    from rlobs._cli import main
+
+    for wrong in (tmp_path / "no" / "run.jsonl", tmp_path / "notes.txt"):
+        assert main(["tail", str(wrong), "--timeout", "0.2"]) == 2
+        err = capsys.readouterr().err
+        assert "no such run log" in err and "Traceback" not in err
+    assert main(["tail", str(tmp_path / "later.jsonl"), "--timeout", "0.2"]) == 1
+    out = capsys.readouterr()
+    assert "waiting for" in out.err and "did not appear" in out.out
+    assert main(["tail", str(tmp_path), "--timeout", "0.2"]) == 1
+    assert "waiting for a run log in" in capsys.readouterr().err
+    assert main(["tail", str(tmp_path / "later.jsonl"), "--timeout", "-1"]) == 2

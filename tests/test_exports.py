@@ -16,6 +16,7 @@ PUBLIC = {
     "event_from_dict", "event_from_line", "event_to_dict", "event_to_line", "flatten_params",
     "is_secret_key", "iter_events", "log_result", "read_run", "redact_uri", "registered_sinks",
     "require", "run", "selected_names", "sync", "wall_ns",
+    "RunEntry", "RunTally", "list_runs",
     "TraceIds", "otel_context", "use_otel_context", "set_llm_prices",
 }
 

@@ -10,7 +10,7 @@ import gymnasium as gym
 import pytest
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
-from rlobs import Hub, RunEnd, Step
+from rlobs import Hub, RunEnd, RunUpdate, Step
 from rlobs.integrations.gymnasium import RecordEpisodes, RecordVectorEpisodes
 from rlobs.testing import RecordingSink
 
@@ -155,3 +155,68 @@ def test_async_vector_env_per_env_episodes(hub_sink: tuple[Hub, RecordingSink]) 
     finally:
         inner.close()
     assert len(truth) > 1 and sorted(_recorded_returns(sink.of_type(Step))) == sorted(truth)
+
+
+def test_vector_episodes_count_in_the_run_end(hub_sink: tuple[Hub, RecordingSink]) -> None:
+    """RunEnd.episodes equals the episodes gymnasium's own statistics saw end."""
+    hub, sink = hub_sink
+    inner = RecordEpisodeStatistics(gym.make_vec("CartPole-v1", num_envs=4,
+                                                 vectorization_mode="sync"))
+    with hub.run("vec") as run:
+        truth = _vector_returns(RecordVectorEpisodes(inner), 150)
+        assert run.episodes == len(truth)
+    assert len(truth) > 10 and sink.of_type(RunEnd)[0].episodes == len(truth)
+
+
+def _normalised_returns(env: gym.Env) -> list[float]:  # type: ignore[type-arg]
+    env.reset(seed=5)
+    returns, total = [], 0.0
+    for t in range(300):
+        _, reward, terminated, truncated, _ = env.step(t % 2)
+        total += float(reward)
+        if terminated or truncated:
+            returns.append(total)
+            total = 0.0
+            env.reset()
+    return returns
+
+
+def test_single_env_records_raw_rewards_under_normalize_reward(
+        hub_sink: tuple[Hub, RecordingSink]) -> None:
+    """Beneath NormalizeReward the env pays 1.0 per CartPole step: that is what is recorded,
+    and the run says so in a tag; the agent still gets the normalised reward."""
+    hub, sink = hub_sink
+    stats = gym.wrappers.RecordEpisodeStatistics(gym.make("CartPole-v1"))
+    env = RecordEpisodes(gym.wrappers.NormalizeReward(stats))
+    with hub.run("norm"):
+        seen = _normalised_returns(env)
+    steps = sink.of_type(Step)
+    assert {s.reward for s in steps} == {1.0}
+    assert any(abs(r - round(r)) > 1e-6 for r in seen)  # the agent's rewards were scaled
+    raw = [float(r) for r in stats.return_queue]
+    assert [s.episode_return for s in steps if s.done or s.truncated] == raw
+    tags = {k: v for u in sink.of_type(RunUpdate) for k, v in u.tags.items()}
+    assert "NormalizeReward" in tags["rlobs.reward"]
+
+
+def test_vector_env_records_raw_rewards_under_normalize_reward(
+        hub_sink: tuple[Hub, RecordingSink]) -> None:
+    """The vector NormalizeReward too: per-env returns are the raw ones gymnasium's
+    RecordEpisodeStatistics (beneath it) reports."""
+    from gymnasium.wrappers.vector import NormalizeReward
+
+    hub, sink = hub_sink
+    stats = RecordEpisodeStatistics(gym.make_vec("CartPole-v1", num_envs=3,
+                                                 vectorization_mode="sync"))
+    with hub.run("vec-norm"):
+        env = RecordVectorEpisodes(NormalizeReward(stats))
+        env.action_space.seed(3)
+        env.reset(seed=3)
+        for _ in range(120):
+            env.step(env.action_space.sample())
+    steps = sink.of_type(Step)
+    assert {s.reward for s in steps} <= {0.0, 1.0}
+    recorded = sorted(v for _, v in _recorded_returns(steps))
+    assert len(recorded) > 3 and recorded == sorted(float(r) for r in stats.return_queue)
+    tags = {k: v for u in sink.of_type(RunUpdate) for k, v in u.tags.items()}
+    assert "NormalizeReward" in tags["rlobs.reward"]

@@ -130,7 +130,8 @@ async def test_concurrent_agent_runs_keep_their_events(hub_sink: tuple[Hub, Reco
         steps = [s for s in sink.of_type(Step) if ids[s.run_id] == name]
         assert len(spans) == 2 * n and len(steps) == n
         assert {s.reward for s in steps} == {len(name) + 1.0}
-        assert {s.attributes.get("rlobs.kind") for s in spans if s.name == "tool.lookup"} == {"tool"}
+        kinds = {s.attributes.get("rlobs.kind") for s in spans if s.name == "tool.lookup"}
+        assert kinds == {"tool"}
 
 
 def test_asyncio_gather_keeps_runs_apart(hub_sink: tuple[Hub, RecordingSink]) -> None:

@@ -260,7 +260,7 @@ def test_sigkill_loses_no_step_older_than_100ms(runs_dir: Path, tmp_path: Path) 
         progress = tmp_path / f"progress{attempt}"
         child = _start_child(runs_dir, run_id, {"RLOBS_SINKS": "jsonl"}, progress)
         try:
-            assert poll(lambda: _returned(progress) > 20_000, 60)
+            assert poll(lambda p=progress: _returned(p) > 20_000, 60)
             time.sleep(0.03 + 0.11 * attempt)  # some moment or other
             returned = _returned(progress)
             time.sleep(0.1)

@@ -12,25 +12,16 @@ from sinks.mlflow._mapping import (
     MAX_PARAMS_TAGS_PER_BATCH,
     NonFinite,
     chunk_items,
-    family,
     map_params,
     map_tags,
     sanitize_key,
 )
+from sinks.mlflow._native import native_tags, run_name
 
 
 def _step(i: int, metrics: dict[str, float], ns: int = 0, done: bool = False) -> rlobs.Step:
     return rlobs.Step("r", i, 1.0, float(i + 1), metrics, done, False, 0,
                       float(i + 1) if done else None, i + 1 if done else None, ns)
-
-
-@pytest.mark.parametrize(("name", "expected"), [
-    ("ppo-halfcheetah-s3", "ppo"), ("sac/walker", "sac"), ("eval:final", "eval"),
-    ("plain", "plain"), ("-x", "rlobs"),
-])
-def test_family_is_text_before_first_separator(name: str, expected: str) -> None:
-    """A run's family is the part of its name before the first '-', '/' or ':'."""
-    assert family(name) == expected
 
 
 @pytest.mark.parametrize(("key", "expected"), [
@@ -112,6 +103,42 @@ def test_span_stats_close_interval_by_event_time() -> None:
     final: list[Point] = []
     stats.finish(1300, 2, final)
     assert {k: v for k, v, *_ in final}["span.act.run.count"] == 3.0
+
+
+def test_span_run_stats_left_out_when_one_interval_says_it_all() -> None:
+    """A run shorter than one interval gets ``span.X.*`` only: ``span.X.run.*`` would
+    repeat the very same values."""
+    stats, out = SpanStats(interval_s=10.0), []
+    for i in range(3):
+        stats.add(rlobs.Span("r", "act", i, 0, (i + 1) * 1_000_000, {}, i, None, None), out)
+    stats.finish(10, 3, out)
+    keys = {k for k, *_ in out}
+    assert "span.act.count" in keys and not any(".run." in k for k in keys)
+
+
+@pytest.mark.parametrize(("name", "params", "expected"), [
+    ("ppo-cartpole", {"seed": 3}, "ppo-cartpole-seed3"),
+    ("ppo-cartpole", {"algo.seed": 7}, "ppo-cartpole-seed7"),
+    ("ppo-cartpole-s3", {"seed": 3}, "ppo-cartpole-s3"),
+    ("ppo-3", {"seed": 3}, "ppo-3"),
+    ("ppo-13", {"seed": 3}, "ppo-13-seed3"),
+    ("ppo", {"lr": 3}, "ppo"),
+])
+def test_seeds_get_distinguishable_run_names(name: str, params: dict[str, object],
+                                             expected: str) -> None:
+    """A seed the run name does not show is appended to the MLflow run name."""
+    assert run_name(name, params) == expected
+
+
+def test_native_tags_from_provenance_user_tags_win() -> None:
+    """Source, commit, user and description map to MLflow's own tags; the user's own
+    ``mlflow.*`` tags win over the derived ones."""
+    tags = native_tags({"rlobs.source": "/x/train.py", "rlobs.user": "alice",
+                        "rlobs.git.commit": "abc", "rlobs.description": "baseline",
+                        "mlflow.user": "bob"})
+    assert tags == {"mlflow.source.name": "/x/train.py", "mlflow.source.type": "LOCAL",
+                    "mlflow.user": "bob", "mlflow.source.git.commit": "abc",
+                    "mlflow.note.content": "baseline"}
 
 
 def test_percentile_is_nearest_rank() -> None:

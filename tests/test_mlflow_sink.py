@@ -42,7 +42,8 @@ def test_every_step_metric_arrives_once(mlflow_server: MlflowServer) -> None:
 
 
 def test_run_end_sets_status_and_summary(mlflow_server: MlflowServer) -> None:
-    """A finished run is FINISHED with steps, total_reward, episodes and completed."""
+    """A finished run is FINISHED with steps, total_reward, episodes and its score; no
+    bookkeeping metric (``completed``, ``dropped``, ``rejected``) clutters its charts."""
     with _hub(mlflow_server) as hub, hub.run("agent-b") as run:
         for i in range(10):
             run.step(0.5, done=i == 4)
@@ -50,8 +51,10 @@ def test_run_end_sets_status_and_summary(mlflow_server: MlflowServer) -> None:
     found = find_run(client(mlflow_server.url), run.run_id)
     assert found.info.status == "FINISHED"
     metrics = found.data.metrics
-    assert (metrics["steps"], metrics["total_reward"], metrics["episodes"],
-            metrics["completed"]) == (10.0, 5.0, 1.0, 1.0)
+    assert (metrics["steps"], metrics["total_reward"], metrics["episodes"]) == (10.0, 5.0, 1.0)
+    assert metrics["score"] == 2.5  # the mean of the last episode returns (one here)
+    assert not {"completed", "dropped", "rejected", "rlobs.nonfinite_values"} & set(metrics)
+    assert "rlobs.rejected" not in found.data.tags
     assert metrics["episode_return"] == 2.5 and metrics["episode_length"] == 5.0
 
 
@@ -91,19 +94,27 @@ def test_provenance_and_user_tags(mlflow_server: MlflowServer) -> None:
             "rlobs.pkg.mlflow"} <= set(tags)
 
 
-def test_input_hash_is_a_tag(mlflow_server: MlflowServer, tmp_path: Path) -> None:
-    """A dataset hash registered with ``log_input_hash`` arrives as a tag."""
+def test_input_hash_is_a_tag_and_a_dataset_input(mlflow_server: MlflowServer,
+                                                 tmp_path: Path) -> None:
+    """A dataset hashed with ``log_input_hash`` arrives as a tag and as an MLflow dataset
+    input of the run (its Datasets panel), with its context."""
     data = tmp_path / "data.csv"
     data.write_text("a,b\n1,2\n")
     with _hub(mlflow_server) as hub, hub.run("agent-f") as run:
-        digest = run.log_input_hash(data)
+        digest = run.log_input_hash(data, context="training")
     assert hub.flush(60)
-    tags = find_run(client(mlflow_server.url), run.run_id).data.tags
-    assert tags["rlobs.input.data.csv.sha256"] == digest
+    found = find_run(client(mlflow_server.url), run.run_id)
+    assert found.data.tags["rlobs.input.data.csv.sha256"] == digest
+    assert found.data.tags["rlobs.input.data.csv.context"] == "training"
+    (dataset_input,) = client(mlflow_server.url).get_run(found.info.run_id).inputs.dataset_inputs
+    assert dataset_input.dataset.name == "data.csv"
+    assert digest is not None and dataset_input.dataset.digest == digest[:36]
+    assert data.resolve().as_uri() in dataset_input.dataset.source
+    assert {t.key: t.value for t in dataset_input.tags}["mlflow.data.context"] == "training"
 
 
 def test_nonfinite_values_are_counted_not_sent(mlflow_server: MlflowServer) -> None:
-    """NaN/±Inf are kept out of MLflow's history and counted in a tag and a metric."""
+    """NaN/±Inf are kept out of MLflow's history and counted in tags."""
     values = [1.0, math.nan, 2.0, math.inf, -math.inf, 3.0]
     with _hub(mlflow_server) as hub, hub.run("agent-g") as run:
         for value in values:
@@ -114,7 +125,8 @@ def test_nonfinite_values_are_counted_not_sent(mlflow_server: MlflowServer) -> N
     assert [m.value for m in sorted(c.get_metric_history(found.info.run_id, "q"),
                                     key=lambda m: m.step)] == [1.0, 2.0, 3.0]
     assert found.data.tags["rlobs.nonfinite.q"] == "nan=1 posinf=1 neginf=1 first_step=1"
-    assert found.data.metrics["rlobs.nonfinite_values"] == 3.0
+    assert found.data.tags["rlobs.nonfinite_values"] == "3"
+    assert "rlobs.nonfinite_values" not in found.data.metrics
 
 
 def test_child_run_has_parent_run_id(mlflow_server: MlflowServer) -> None:
@@ -178,9 +190,10 @@ def test_summary_and_late_params(mlflow_server: MlflowServer) -> None:
 
 def test_span_percentiles_not_one_metric_per_call(mlflow_server: MlflowServer) -> None:
     """Spans become per-name p50/p95/p99/mean/count metrics, not one value per span."""
-    with _hub(mlflow_server) as hub, hub.run("agent-j") as run:
-        for i in range(20):
-            run.record_span("actor", 0, (i + 1) * 1_000_000)
+    with _hub(mlflow_server, span_interval_s=0.5) as hub, hub.run("agent-j") as run:
+        for i in range(20):  # two intervals of event time: 0.5 s of spans each
+            run.record_span("actor", (i // 10) * 500_000_000,
+                            (i // 10) * 500_000_000 + (i + 1) * 1_000_000)
             run.step(1.0)
     assert hub.flush(60)
     c = client(mlflow_server.url)
@@ -188,7 +201,7 @@ def test_span_percentiles_not_one_metric_per_call(mlflow_server: MlflowServer) -
     assert found.data.metrics["span.actor.run.count"] == 20.0
     assert found.data.metrics["span.actor.run.p50_ms"] == 10.0
     assert found.data.metrics["span.actor.run.p99_ms"] == 20.0
-    assert len(c.get_metric_history(found.info.run_id, "span.actor.p95_ms")) == 1
+    assert len(c.get_metric_history(found.info.run_id, "span.actor.p95_ms")) == 2
 
 
 def test_downsample_every_n_keeps_episodes_full(mlflow_server: MlflowServer) -> None:

@@ -68,3 +68,37 @@ def test_result_in_mlflow(mlflow_server: MlflowServer, tmp_path: Path) -> None:
     assert found.data.metrics["sharpe"] == 1.5 and found.data.tags["result.verdict"] == "keep"
     paths = sorted(a.path for a in c.list_artifacts(found.info.run_id, "results"))
     assert paths == ["results/equity.csv", "results/equity.png", "results/trades.csv"]
+    assert not {"steps", "total_reward", "episodes", "completed"} & set(found.data.metrics)
+
+
+def test_result_nests_under_the_current_run() -> None:
+    """Inside an open run, ``log_result`` is that run's child; ``parent=None`` opts out."""
+    sink = RecordingSink()
+    with rlobs.Hub([sink], heartbeat_s=0) as hub, hub.run("train") as train:
+        nested = rlobs.log_result("eval", hub=hub, results={"return": 1.0})
+        top = rlobs.log_result("other", hub=hub, results={"return": 2.0}, parent=None)
+    assert hub.flush(60)
+    starts = {s.run_id: s for s in sink.of_type(rlobs.RunStart)}
+    assert starts[nested.run_id].parent_id == train.run_id
+    assert starts[top.run_id].parent_id is None
+    assert starts[nested.run_id].tags["rlobs.kind"] == "result"
+
+
+@pytest.mark.slow
+def test_result_in_mlflow_nested_and_in_its_own_experiment(mlflow_server: MlflowServer) -> None:
+    """In MLflow a nested result joins its parent's experiment and nests under it; one
+    with ``experiment=`` goes there instead."""
+    experiment, other = experiment_name(), experiment_name()
+    sink = MlflowSink(mlflow_server.url, experiment)
+    with rlobs.Hub([sink], heartbeat_s=0) as hub, \
+            hub.run("train", experiment=experiment) as train:
+        train.step(1.0)
+        nested = rlobs.log_result("eval", hub=hub, results={"return": 1.0})
+        moved = rlobs.log_result("eval-elsewhere", hub=hub, results={"return": 2.0},
+                                 experiment=other, parent=None)
+    assert hub.flush(60)
+    c = client(mlflow_server.url)
+    parent, child, away = (find_run(c, r.run_id) for r in (train, nested, moved))
+    assert child.info.experiment_id == parent.info.experiment_id
+    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert c.get_experiment(away.info.experiment_id).name == other

@@ -154,11 +154,11 @@ def test_cudagraph_on_a_cpu_module_falls_back() -> None:
 
 
 def test_auto_picks_a_measured_backend(sac: SACActor) -> None:
-    """auto times script and eager on the example and runs the one it chose."""
+    """auto times onnx, script and eager on the example and runs the one it chose."""
     actor = instrument(sac, backend="auto", method="deterministic",
                        example_inputs=(torch.randn(1, 28),))
     assert actor.selection is not None
-    assert set(actor.selection.per_call_ms) == {"script", "eager"}
+    assert set(actor.selection.per_call_ms) == {"onnx", "script", "eager"}
     assert actor.backend == actor.selection.backend
     assert actor.selection.reason.startswith("fastest per call on (1, 28): ")
 
@@ -170,13 +170,14 @@ def test_auto_without_example_decides_on_first_call(sac: SACActor) -> None:
     with torch.inference_mode():
         actor(torch.randn(4, 28))
     assert actor.selection is not None
-    assert actor.backend in ("script", "eager")
+    assert actor.backend in ("onnx", "script", "eager")
     assert "(4, 28)" in actor.selection.reason
 
 
 def test_auto_skips_candidates_that_fail() -> None:
     """auto records a candidate that cannot build and chooses among the rest."""
-    actor = instrument(Unscriptable(), backend="auto", example_inputs=(torch.randn(2, 4),))
+    actor = instrument(Unscriptable(), backend="auto", candidates=("script", "eager"),
+                       example_inputs=(torch.randn(2, 4),))
     assert actor.backend == "eager"
     assert actor.selection is not None
     assert set(actor.selection.failed) == {"script"}

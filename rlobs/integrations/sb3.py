@@ -1,29 +1,45 @@
 """Stable-Baselines3: a callback that records training into a run.
 
 ``model.learn(10_000, callback=RlobsCallback())`` opens a run when training starts (its
-params are the model's hyperparameters), records one step per vector env step (see
-:mod:`rlobs.integrations._vector`), adds the metrics SB3 already computes
-(``rollout/ep_rew_mean``, ``train/loss``, ``time/fps``, …) to the next step each time
-SB3 dumps its logs, and ends the run when training ends: ``finished``, or ``failed`` /
-``killed`` when ``learn()`` raises (the callback wraps the model's ``collect_rollouts``
-and ``train`` for the duration of ``learn()`` to see the exception; it re-raises it
-untouched).
+params are the model's hyperparameters, the policy's defaults included), records one
+step per vector env step on SB3's ``num_timesteps`` axis (see :mod:`._vector` and
+docs/integrations.md), puts every value SB3's logger dumps (``rollout/ep_rew_mean``,
+``train/approx_kl``, ``time/fps``, …) on the step at which it was dumped, and ends the
+run when training ends.
 
-Importing this module imports stable_baselines3; ``import rlobs`` does not.
+The callback only uses SB3's callback hooks and a logger output: it stores nothing on
+the model, so ``model.save()`` inside ``learn()`` (``CheckpointCallback``,
+``EvalCallback(best_model_save_path=…)``) pickles what it would without it. SB3 does not
+tell callbacks about exceptions; a run whose ``learn()`` raised is ended ``failed`` (or
+``killed`` for KeyboardInterrupt) by whichever comes first: the next ``learn()`` in the
+same context, the interpreter's hook for an uncaught exception, or interpreter exit.
+
+Importing this module imports stable_baselines3 (and numpy); ``import rlobs`` does not.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
-import functools
-from collections.abc import Callable, Mapping
+import enum
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Mapping
+from types import FrameType, TracebackType
 from typing import Any
 
+import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import KVWriter
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from .._hub import Hub, default_hub
-from .._run import Run, current_run
+from .._log import logger
+from .._run import Run, current_run, status_for
+from .._values import as_number
 from ._vector import VectorEpisodes
 
 HYPERPARAMETERS = (
@@ -32,62 +48,102 @@ HYPERPARAMETERS = (
     "max_grad_norm", "use_sde", "sde_sample_freq", "target_kl", "buffer_size",
     "learning_starts", "tau", "train_freq", "gradient_steps", "target_update_interval",
     "target_entropy", "exploration_fraction", "exploration_initial_eps",
-    "exploration_final_eps", "seed", "device", "n_envs", "policy_kwargs",
+    "exploration_final_eps", "seed", "device", "n_envs",
 )
-"""Model attributes recorded as params when present."""
+"""Model attributes recorded as params when present (``policy_kwargs`` separately)."""
 
-_WRAPPED = ("collect_rollouts", "train")
+STEP_AXES = ("timesteps", "vector_steps")
+"""``timesteps``: a step's index is SB3's ``num_timesteps`` − 1 (each vector step stands
+for ``n_envs`` env steps), as SB3's logger and TensorBoard count; ``vector_steps``: one
+index per vector step."""
+
+_NOT_POLICY_KWARGS = ("observation_space", "action_space", "lr_schedule")
+_UNFINISHED = ("learn() stopped before training ended (an exception SB3 does not pass to "
+               "callbacks)")
+
+
+def readable(value: Any) -> Any:
+    """A param value people can read: enums as their value, named tuples (``TrainFreq``)
+    as lists, classes and functions by name, schedules at their starting value."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, enum.Enum):
+        return readable(value.value)
+    if isinstance(value, type):
+        return value.__name__
+    if isinstance(value, Mapping):
+        return {str(k): readable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [readable(v) for v in value]
+    if callable(value) and not hasattr(value, "ndim"):  # an SB3 schedule: 1.0 = start
+        try:
+            return readable(value(1.0))
+        except Exception:
+            return getattr(value, "__name__", str(value))
+    number = as_number(value)
+    return number if number is not None else str(value)
 
 
 def hyperparameters(model: Any) -> dict[str, Any]:
-    """The model's hyperparameters as params (schedules as their starting value)."""
+    """The model's hyperparameters as params; ``policy_kwargs`` is what the policy was
+    built with (SB3's defaults, e.g. ``net_arch``, with the user's on top)."""
     params: dict[str, Any] = {"algo": type(model).__name__,
                               "policy": type(getattr(model, "policy", None)).__name__}
     for name in HYPERPARAMETERS:
-        if not hasattr(model, name):
-            continue
-        value = getattr(model, name)
-        if callable(value):  # an SB3 schedule: progress 1.0 is the start of training
-            try:
-                value = value(1.0)
-            except Exception:
-                value = repr(value)
-        if not isinstance(value, bool | int | float | str | Mapping | type(None)):
-            value = str(value)
-        params[name] = value
-    env = getattr(model, "env", None)
-    spec = getattr(env, "spec", None) or _first_spec(env)
+        if hasattr(model, name):
+            params[name] = readable(getattr(model, name))
+    params["policy_kwargs"] = readable({**_policy_defaults(model),
+                                        **(getattr(model, "policy_kwargs", None) or {})})
+    spec = getattr(getattr(model, "env", None), "spec", None) or _first_spec(model)
     if spec is not None:
         params["env_id"] = getattr(spec, "id", str(spec))
     return params
 
 
-def _first_spec(env: Any) -> Any:
+def _policy_defaults(model: Any) -> dict[str, Any]:
     try:
-        return env.get_attr("spec", [0])[0]
+        built = model.policy._get_constructor_parameters()
+    except Exception:  # a custom policy without SB3's constructor record
+        return {}
+    return {k: v for k, v in built.items() if k not in _NOT_POLICY_KWARGS}
+
+
+def _first_spec(model: Any) -> Any:
+    try:
+        return model.env.get_attr("spec", [0])[0]
     except Exception:  # not every VecEnv exposes its sub-envs' specs
         return None
 
 
-class _Collector(KVWriter):
-    """An SB3 log output: keeps the numeric values of each dump for the next step."""
+def _numbers(values: Mapping[str, Any]) -> dict[str, float]:
+    """The numeric values of an SB3 log dump (numpy and torch scalars included)."""
+    out: dict[str, float] = {}
+    for key, value in values.items():
+        if isinstance(value, bool | str) or value is None:
+            continue
+        number = as_number(value)
+        if number is not None:
+            out[key] = float(number)
+    return out
 
-    def __init__(self) -> None:
-        self.pending: dict[str, float] = {}
+
+class _Collector(KVWriter):
+    """An SB3 log output: hands each dump's numeric values to the callback."""
+
+    def __init__(self, callback: RlobsCallback) -> None:
+        self._callback = weakref.ref(callback)
         self.latest: dict[str, float] = {}
 
     def write(self, key_values: dict[str, Any], key_excluded: dict[str, Any],
               step: int = 0) -> None:
-        for key, value in key_values.items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                self.pending[key] = float(value)
-        self.latest.update(self.pending)
-
-    def take(self) -> dict[str, float] | None:
-        if not self.pending:
-            return None
-        out, self.pending = self.pending, {}
-        return out
+        try:
+            values = _numbers(key_values)
+            self.latest.update(values)
+            callback = self._callback()
+            if callback is not None:
+                callback._dumped(values)
+        except Exception as exc:  # an output of SB3's logger must never break training
+            logger.warning("sb3 log dump not recorded", error=repr(exc))
 
     def close(self) -> None:
         pass
@@ -103,44 +159,101 @@ class RlobsCallback(BaseCallback):
         hub: the hub for a new run; default :func:`rlobs.default_hub`.
         params: extra params for a new run.
         tags: tags for a new run.
+        run_id: the id of a new run; a log that already holds it is resumed.
         per_env_metrics: record ``env/<i>/episode_return`` metrics.
+        step_axis: ``"timesteps"`` (default: SB3's ``num_timesteps``, as TensorBoard)
+            or ``"vector_steps"`` (see :data:`STEP_AXES`).
+        verbose: SB3's convention: 0 only the ``rlobs`` logger, 1 also prints where the
+            run goes when training starts and how it ended.
+
+    ``learn(reset_num_timesteps=False)`` with the same callback continues its last run
+    (a resumed segment of the same log), as TensorBoard continues its curve.
     """
 
     def __init__(self, name: str | None = None, *, run: Run | None = None,
                  hub: Hub | None = None, params: Mapping[str, Any] | None = None,
-                 tags: Mapping[str, Any] | None = None, per_env_metrics: bool = True,
+                 tags: Mapping[str, Any] | None = None, run_id: str | None = None,
+                 per_env_metrics: bool = True, step_axis: str = "timesteps",
                  verbose: int = 0) -> None:
         super().__init__(verbose)
+        if step_axis not in STEP_AXES:
+            raise ValueError(f"step_axis must be one of {STEP_AXES}, not {step_axis!r}")
         self.name = name
         self.hub = hub
         self.extra_params = dict(params or {})
         self.tags = dict(tags or {})
         self.per_env_metrics = per_env_metrics
+        self.step_axis = step_axis
         self._given = run
+        self._run_id = run_id
         self.run: Run | None = None
+        self.last_run: Run | None = None
         self._owned = False
-        self._collector = _Collector()
+        self._learn_frame: FrameType | None = None
+        self._collector: _Collector | None = None
         self._episodes: VectorEpisodes | None = None
+        self._held: tuple[float, dict[str, float], int] | None = None
+        self._pending: dict[str, float] = {}
+        self._raw_rewards: Any = None
+        self._monitored = False
+        self._off_policy = False
+        self._env_steps = 1
+        self._thread: int | None = None
+
+    # ------------------------------------------------------------------ what users read
+
+    @property
+    def run_id(self) -> str | None:
+        """The id of the run being recorded, else of the last one (``None`` before)."""
+        run = self.run or self.last_run
+        return run.run_id if run is not None else None
+
+    def mlflow_run_id(self, timeout_s: float = 10.0) -> str | None:
+        """The MLflow run id of this callback's run when the MLflow sink records it.
+
+        The shipper creates the MLflow run shortly after the run starts; this waits up to
+        ``timeout_s`` for it (found by its ``rlobs.run_id`` tag). ``None`` when there is
+        no run or MLflow has none for it in time.
+
+        Raises:
+            ImportError: mlflow is not installed.
+        """
+        from sinks.mlflow import mlflow_run_id  # lazy: only when asked, mlflow is heavy
+
+        run_id = self.run_id
+        if run_id is None:
+            return None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = mlflow_run_id(run_id)
+            if found is not None or time.monotonic() >= deadline:
+                return found
+            time.sleep(0.2)
 
     # ------------------------------------------------------------------ SB3 hooks
 
     def _on_training_start(self) -> None:
+        _end_stale_runs(self)
         params = {**hyperparameters(self.model), "n_envs": self.model.n_envs,
-                  **self.extra_params}
+                  "step_axis": self.step_axis, **self.extra_params}
         existing = self._given or current_run()
         if existing is not None:
             self.run, self._owned = existing, False
             existing.log_params(params)
         else:
-            hub = self.hub or default_hub()
-            name = self.name or f"sb3-{type(self.model).__name__.lower()}"
-            self.run = hub.run(name, params=params, tags=self.tags).__enter__()
-            self._owned = True
-        self._collector = _Collector()
+            self.run, self._owned = self._open(params), True
+        self._learn_frame = _learn_frame(self.model)
+        _track(self)
+        self._collector = _Collector(self)
         self.model.logger.output_formats.append(self._collector)
-        self._episodes = VectorEpisodes(self.model.n_envs,
-                                        per_env_metrics=self.per_env_metrics)
-        self._wrap_model()
+        self._setup_env()
+        self._say(self._where())
+
+    def _on_rollout_start(self) -> None:
+        if self._off_policy:  # losses of the train() just done, not only at log dumps
+            self._pending.update(_numbers({k: v for k, v in
+                                           self.model.logger.name_to_value.items()
+                                           if k.startswith("train/")}))
 
     def _on_step(self) -> bool:
         run, episodes = self.run, self._episodes
@@ -150,14 +263,18 @@ class RlobsCallback(BaseCallback):
         dones = self.locals.get("dones")
         if rewards is None or dones is None:
             return True
-        infos = self.locals.get("infos") or [{}] * len(dones)
-        finished = {i: (float(info["episode"]["r"]), int(info["episode"]["l"]))
-                    for i, info in enumerate(infos) if dones[i] and "episode" in info}
-        reward, metrics = episodes.update(rewards, dones, finished=finished)
-        logged = self._collector.take()
-        if logged:
-            metrics.update(logged)
-        run.step(reward, metrics)
+        if self._raw_rewards is not None:
+            rewards = self._raw_rewards()
+        ended = np.asarray(dones, dtype=bool)
+        finished: dict[int, tuple[float, int]] = {}
+        if ended.any():
+            ended, finished = self._monitor_episodes(ended)
+        reward, metrics, n_ended = episodes.update(rewards, ended, finished=finished)
+        self._write_held()
+        if self._pending:
+            metrics.update(self._pending)
+            self._pending = {}
+        self._held = (reward, metrics, n_ended)
         return True
 
     def _on_training_end(self) -> None:
@@ -165,42 +282,188 @@ class RlobsCallback(BaseCallback):
 
     # ------------------------------------------------------------------ internals
 
+    def _open(self, params: dict[str, Any]) -> Run:
+        hub = self.hub or default_hub()
+        name = self.name or f"sb3-{type(self.model).__name__.lower()}"
+        run_id = self._run_id
+        resume = self.locals.get("reset_num_timesteps") is False
+        if run_id is None and resume and self.model.num_timesteps > 0 and self.last_run:
+            run_id = self.last_run.run_id
+        run = hub.run(name, params=params, tags=self.tags, run_id=run_id)
+        return run.__enter__()
+
+    def _setup_env(self) -> None:
+        model = self.model
+        self._env_steps = model.n_envs if self.step_axis == "timesteps" else 1
+        self._off_policy = isinstance(model, OffPolicyAlgorithm)
+        self._episodes = VectorEpisodes(model.n_envs, per_env_metrics=self.per_env_metrics)
+        self._held, self._pending = None, {}
+        try:
+            self._monitored = bool(any(self.training_env.env_is_wrapped(Monitor)))
+        except Exception:  # a VecEnv that cannot tell
+            self._monitored = False
+        normalize = model.get_vec_normalize_env()
+        self._raw_rewards = None if normalize is None else normalize.get_original_reward
+        if normalize is not None and self.run is not None:
+            self.run.set_tags({"rlobs.reward": "raw (VecNormalize.get_original_reward())"})
+
+    def _monitor_episodes(self, ended: Any) -> tuple[Any, dict[int, tuple[float, int]]]:
+        """Episodes ended as SB3's Monitor reports them (in ``infos``): with a Monitor, a
+        ``done`` without its ``episode`` (a lost life under EpisodicLifeEnv) ends none."""
+        infos = self.locals.get("infos") or ()
+        finished: dict[int, tuple[float, int]] = {}
+        for i in np.flatnonzero(ended).tolist():
+            info = infos[i] if i < len(infos) else None
+            episode = info.get("episode") if isinstance(info, dict) else None
+            if episode is not None:
+                finished[i] = (float(episode["r"]), int(episode["l"]))
+        if self._monitored:
+            ended = np.zeros_like(ended)
+            ended[list(finished)] = True
+        return ended, finished
+
+    def _dumped(self, values: dict[str, float]) -> None:
+        """SB3 dumped its logs: the values go on the step at which it did."""
+        if self.run is None:
+            return
+        if self._held is not None:
+            self._held[1].update(values)
+        else:
+            self._pending.update(values)
+
+    def _write_held(self) -> None:
+        held, run = self._held, self.run
+        if held is None or run is None:
+            return
+        self._held = None
+        run.step(held[0], held[1], episodes=held[2], env_steps=self._env_steps)
+
     def _finish(self, exc: BaseException | None) -> None:
-        self._unwrap_model()
+        """Write what is held, leave SB3's logger as it was, end the run if it is ours."""
         run = self.run
         if run is None:
             return
-        self.run = None
+        self._write_held()
+        self.run, self.last_run, self._learn_frame = None, run, None
+        _untrack(self)
+        collector, self._collector = self._collector, None
         # The user may have replaced or closed the logger mid-training.
         with contextlib.suppress(ValueError, AttributeError):
-            self.model.logger.output_formats.remove(self._collector)
-        summary = {**self._collector.latest, **_numeric(self.model.logger.name_to_value)}
+            self.model.logger.output_formats.remove(collector)  # type: ignore[arg-type]
+        summary = _numbers(getattr(self.model.logger, "name_to_value", {}))
+        if collector is not None:
+            summary.update(collector.latest)  # what SB3 dumped last wins
+        if self._pending:  # values of a dump after the last step
+            summary.update(self._pending)
+            self._pending = {}
         if summary:
             run.log_summary(summary)
         if self._owned:
-            run.__exit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
+            status, _ = status_for(exc)
+            tb = exc.__traceback__ if exc is not None else None
+            run.__exit__(type(exc) if exc is not None else None, exc, tb)
+            self._say(f"rlobs: run {run.name!r} ({run.run_id}) ended {status.value}")
 
-    def _wrap_model(self) -> None:
-        for attr in _WRAPPED:
-            method = getattr(self.model, attr)
-            setattr(self.model, attr, self._guard(method))
+    def _abandon(self, exc: BaseException | None) -> None:
+        """End a run whose learn() raised (found stale, or at an uncaught exception)."""
+        run = self.run
+        if run is None:
+            return
+        if exc is None:
+            exc = RuntimeError(_UNFINISHED)
+        with contextlib.suppress(Exception):  # never let cleanup hide the user's error
+            self._finish(exc)
+        self.run = None
 
-    def _unwrap_model(self) -> None:
-        for attr in _WRAPPED:
-            self.model.__dict__.pop(attr, None)
+    def _where(self) -> str:
+        run = self.run
+        if run is None:
+            return ""
+        if not self._owned:
+            return f"rlobs: recording into run {run.name!r} ({run.run_id})"
+        hub = self.hub or default_hub()
+        sinks = ", ".join(s.name for s in hub.status()) or "no sink"
+        return (f"rlobs: recording run {run.name!r} ({run.run_id}) to {sinks}; log "
+                f"{run.log_path or '(none)'}")
 
-    def _guard(self, method: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(method)
-        def guarded(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return method(*args, **kwargs)
-            except BaseException as exc:
-                self._finish(exc)
-                raise
-        return guarded
+    def _say(self, line: str) -> None:
+        logger.info(line)
+        if self.verbose >= 1:  # SB3's convention: verbose 1 prints info messages
+            sys.stdout.write(line + "\n")
 
 
-def _numeric(values: Mapping[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in values.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)}
+# ---------------------------------------------------------------------- stale runs
 
+_training: weakref.WeakSet[RlobsCallback] = weakref.WeakSet()
+_lock = threading.Lock()
+_hooks_installed = False
+
+
+def _learn_frame(model: Any) -> FrameType | None:
+    """The frame of the model's ``learn()`` that is calling the callback."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "learn" and frame.f_locals.get("self") is model:
+            return frame
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
+
+
+def _on_stack(target: FrameType | None) -> bool:
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if frame is target:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _end_stale_runs(starting: RlobsCallback) -> None:
+    """End the runs of this thread's callbacks whose learn() is no longer running."""
+    me = threading.get_ident()
+    for callback in list(_training):
+        if callback.run is None or callback._thread != me:
+            continue
+        if callback is starting or not _on_stack(callback._learn_frame):
+            callback._abandon(sys.exc_info()[1])
+
+
+def _track(callback: RlobsCallback) -> None:
+    global _hooks_installed
+    callback._thread = threading.get_ident()
+    with _lock:
+        _training.add(callback)
+        if not _hooks_installed:
+            _install_hooks()
+            _hooks_installed = True
+
+
+def _untrack(callback: RlobsCallback) -> None:
+    with _lock:
+        _training.discard(callback)
+
+
+def _install_hooks() -> None:
+    """Uncaught exceptions and interpreter exit end the runs left open by learn()."""
+    previous_hook = sys.excepthook
+    previous_thread_hook = threading.excepthook
+
+    def excepthook(kind: type[BaseException], exc: BaseException,
+                   tb: TracebackType | None) -> None:
+        _abandon_all(exc, threading.main_thread().ident)
+        previous_hook(kind, exc, tb)
+
+    def thread_excepthook(args: Any) -> None:
+        if args.exc_value is not None and args.thread is not None:
+            _abandon_all(args.exc_value, args.thread.ident)
+        previous_thread_hook(args)
+
+    sys.excepthook = excepthook
+    threading.excepthook = thread_excepthook
+    atexit.register(_abandon_all, None, None)  # after the hub's: so it runs before it
+
+
+def _abandon_all(exc: BaseException | None, thread: int | None) -> None:
+    for callback in list(_training):
+        if thread is None or callback._thread == thread:
+            callback._abandon(exc)

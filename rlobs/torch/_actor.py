@@ -24,6 +24,7 @@ from ._backends import (
     requested_backend,
 )
 from ._cudagraph import CudaGraphs
+from ._static import StaticShapes
 
 
 class Timed(NamedTuple):
@@ -199,7 +200,8 @@ class CompiledActor:
         self._backend = built.backend
         self._reason = built.reason
         self._ready = ready
-        self._graphs = built.fn if isinstance(built.fn, CudaGraphs) else None
+        # Per-signature callables say per call when an input ran eager.
+        self._graphs = built.fn if isinstance(built.fn, (CudaGraphs, StaticShapes)) else None
         attrs: dict[str, Any] = {"backend": built.backend, "device": str(self.device),
                                  "compiled": self.compiled}
         if built.reason is not None:
@@ -234,20 +236,23 @@ def instrument(module: torch.nn.Module, *, backend: str | None = None,
 
     Args:
         module: the actor (an ``nn.Module``; put it on its device and in eval mode first).
-        backend: ``auto`` (measure and pick the fastest), ``script``, ``compile``,
-            ``cudagraph`` or ``eager``; ``None`` reads ``RLOBS_ACTOR_BACKEND`` (default
-            ``auto``).
+        backend: ``auto`` (measure and pick the fastest), ``onnx``, ``export``,
+            ``script``, ``compile``, ``cudagraph`` or ``eager``; ``None`` reads
+            ``RLOBS_ACTOR_BACKEND`` (default ``auto``).
         method: the method to run: ``forward`` or an exported one (``deterministic``).
         name: the span name; default ``actor.<method>``.
         run: the run spans go to; default the current run at each call.
         example_inputs: positional inputs to compile, capture, check outputs against
             eager and (``auto``) measure on now; without them ``auto`` decides on the
             first call's inputs.
-        candidates: the backends ``auto`` tries (default: ``script``, ``eager`` on CPU;
-            ``cudagraph``, ``script``, ``eager`` on CUDA).
+        candidates: the backends ``auto`` tries (default: ``onnx``, ``script``,
+            ``eager`` on CPU; ``cudagraph``, ``script``, ``eager`` on CUDA).
         options: keyword options per backend: ``{"script": {"freeze": True}}`` freezes
             and optimises the scripted module for inference (faster, but later weight
-            updates no longer reach it: serving only); ``{"compile": {...}}`` is passed to
+            updates no longer reach it: serving only); ``{"onnx": {...}}`` takes
+            ``max_shapes``, ``check_weights``, ``dynamo``, ``threads``; ``{"export":
+            {...}}`` takes ``max_shapes``, ``check_weights``, ``cache_dir``;
+            ``{"compile": {...}}`` is passed to
             ``torch.compile``; ``{"cudagraph": {"max_graphs": 4}}`` (also
             ``warmup_calls``, ``clone_outputs``).
 

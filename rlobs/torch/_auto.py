@@ -18,9 +18,11 @@ import torch
 from .._log import logger
 from ._backends import Built, build
 
-CPU_CANDIDATES = ("script", "eager")
-"""What ``auto`` tries on CPU. ``compile`` is left out: its first build takes 7–20 s here
-and it measured slower than eager at every batch size (pass ``candidates`` to include it)."""
+CPU_CANDIDATES = ("onnx", "script", "eager")
+"""What ``auto`` tries on CPU. ``export`` is left out because its first build compiles
+C++ for tens of seconds (cached on disk after; pass ``candidates`` to include it), and
+``compile`` because its first build takes 7–20 s here and it measured slower than eager at
+every batch size. ``onnx`` needs the ``rlobs[onnx]`` extra; without it, it is skipped."""
 
 CUDA_CANDIDATES = ("cudagraph", "script", "eager")
 """What ``auto`` tries on CUDA (``compile`` left out for the same reasons)."""
@@ -32,6 +34,10 @@ simplest thing that works, and timings on a shared machine wobble by a few perce
 WARMUP_CALLS = 20
 ROUNDS = 9
 CALLS_PER_ROUND = 20
+BUDGET_S = 1.0
+"""Wall time the timing may take, all candidates together (building them is apart): past
+it, warm-up and rounds stop early (at least one round is timed). A small actor takes a
+tenth of it."""
 
 
 class Selection(NamedTuple):
@@ -57,14 +63,25 @@ def _per_call_ms(fn: Callable[..., Any], example: Sequence[Any], calls: int,
 
 def measure(fns: Mapping[str, Callable[..., Any]], example: Sequence[Any],
             sync: Callable[[], None] | None) -> dict[str, float]:
-    """Best over interleaved rounds of each callable's mean per-call time (ms)."""
+    """Best over interleaved rounds of each callable's mean per-call time (ms), within
+    :data:`BUDGET_S`."""
     rounds: dict[str, list[float]] = {name: [] for name in fns}
+    deadline = time.monotonic() + BUDGET_S
     with torch.inference_mode():
         for fn in fns.values():
-            _per_call_ms(fn, example, WARMUP_CALLS, sync)
+            # A slow actor warms up on fewer calls: each candidate gets its share of a
+            # quarter of the budget.
+            _per_call_ms(fn, example, 1, sync)
+            share = time.monotonic() + BUDGET_S / 4 / len(fns)
+            for _ in range(WARMUP_CALLS - 1):
+                if time.monotonic() > share:
+                    break
+                _per_call_ms(fn, example, 1, sync)
         for _ in range(ROUNDS):
             for name, fn in fns.items():
                 rounds[name].append(_per_call_ms(fn, example, CALLS_PER_ROUND, sync))
+            if time.monotonic() > deadline:
+                break
     return {name: min(times) for name, times in rounds.items()}
 
 

@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import math
 import os
+import sysconfig
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, cast
@@ -21,12 +22,16 @@ from .. import environment_variables as ev
 from .._exceptions import ConfigWarning
 from .._log import logger
 
-BACKENDS = ("auto", "script", "compile", "cudagraph", "eager")
+BACKENDS = ("auto", "onnx", "export", "script", "compile", "cudagraph", "eager")
 """Backend names :func:`rlobs.torch.instrument` accepts."""
 
 DEFAULT_BACKEND = "auto"
 
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+# torch's deprecations name their caller (stacklevel): during a build that is this package,
+# or the standard library torch called (copy/copyreg deep-copying torch's own objects).
+_OWN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_STDLIB_DIR = sysconfig.get_paths()["stdlib"] + os.sep
 
 # Outputs of a compiled callable must match eager to this tolerance (float32, reordered
 # reductions in fused kernels).
@@ -66,6 +71,8 @@ def requested_backend(backend: str | None, env: Mapping[str, str] | None = None)
 
 
 _OPTION_NAMES: Mapping[str, frozenset[str] | None] = {
+    "onnx": frozenset({"max_shapes", "check_weights", "dynamo", "threads"}),
+    "export": frozenset({"max_shapes", "check_weights", "cache_dir"}),
     "script": frozenset({"freeze"}),
     "compile": None,  # any torch.compile keyword; torch checks them
     "cudagraph": frozenset({"max_graphs", "warmup_calls", "clone_outputs"}),
@@ -110,7 +117,8 @@ def eager_method(module: torch.nn.Module, method: str) -> Callable[..., Any]:
 
 @contextlib.contextmanager
 def torch_warnings_logged(backend: str) -> Iterator[None]:
-    """Route warnings raised from torch's own files to the log; re-issue the others.
+    """Route warnings raised from torch's files (or attributed to this package's or the
+    standard library's, which torch called) to the log; re-issue the others.
 
     torch >= 2.11 deprecates ``jit.script`` with a DeprecationWarning from its own files,
     and inductor's first compile imports a module that warns the same way. Caught here,
@@ -130,7 +138,7 @@ def torch_warnings_logged(backend: str) -> Iterator[None]:
 def _route_warnings(caught: list[warnings.WarningMessage], backend: str) -> None:
     logged = set()
     for w in caught:
-        if w.filename.startswith(_TORCH_DIR):
+        if w.filename.startswith((_TORCH_DIR, _OWN_DIR, _STDLIB_DIR)):
             text = f"{w.category.__name__}: {w.message}"
             if text not in logged:
                 logged.add(text)
@@ -143,6 +151,8 @@ def _route_warnings(caught: list[warnings.WarningMessage], backend: str) -> None
 
 def _script(module: torch.nn.Module, method: str,
             options: Mapping[str, Any]) -> Callable[..., Any]:
+    # torch.jit.script prints its deprecation through warnings: build() routes those to
+    # the log (torch_warnings_logged), so scripting stays quiet for the user.
     scripted: torch.jit.ScriptModule = torch.jit.script(module)
     if options.get("freeze"):
         # Freezing bakes the weights in as constants: faster, but later updates to the
@@ -174,13 +184,39 @@ def _cudagraph(module: torch.nn.Module, method: str,
     return CudaGraphs(eager_method(module, method), device, **options)
 
 
+def _for_inference(module: torch.nn.Module, backend: str) -> None:
+    if module.training:
+        raise RuntimeError(f"{backend} compiles for inference and needs the module in "
+                           "eval mode; call .eval() first")
+
+
+def _onnx(module: torch.nn.Module, method: str,
+          options: Mapping[str, Any]) -> Callable[..., Any]:
+    from ._onnx import OnnxShapes  # imports this module: resolve at call
+
+    _for_inference(module, "onnx")
+    device = module_device(module)
+    if device.type != "cpu":
+        raise RuntimeError(f"onnx runs ONNX Runtime on CPU; the module is on {device}")
+    return OnnxShapes(module, method, **options)
+
+
+def _export(module: torch.nn.Module, method: str,
+            options: Mapping[str, Any]) -> Callable[..., Any]:
+    from ._export import ExportShapes  # imports this module: resolve at call
+
+    _for_inference(module, "export")
+    return ExportShapes(module, method, **options)
+
+
 def _eager(module: torch.nn.Module, method: str,
            options: Mapping[str, Any]) -> Callable[..., Any]:
     return eager_method(module, method)
 
 
 _BUILDERS: Mapping[str, Callable[..., Callable[..., Any]]] = {
-    "script": _script, "compile": _compile, "cudagraph": _cudagraph, "eager": _eager,
+    "onnx": _onnx, "export": _export, "script": _script, "compile": _compile,
+    "cudagraph": _cudagraph, "eager": _eager,
 }
 
 
@@ -200,6 +236,11 @@ def build(module: torch.nn.Module, method: str, backend: str, *,
             fn = _BUILDERS[backend](module, method, options or {})
             if example is not None:
                 check_outputs(fn, eager, example)
+                # A per-signature callable runs eager for inputs it could not compile:
+                # at build, that is the backend failing on the example.
+                per_call = getattr(fn, "fallback", None)
+                if per_call:
+                    raise RuntimeError(per_call)
     except Exception as exc:  # any compiler or capture failure: run eager instead
         return Built(eager, "eager", fallback(backend, exc, module, method))
     return Built(fn, backend, None)

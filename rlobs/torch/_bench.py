@@ -27,7 +27,16 @@ if TYPE_CHECKING:
     from ._actor import CompiledActor
 
 DEFAULT_BATCH_SIZES = (1, 8, 32, 128)
-DEFAULT_BACKENDS = ("eager", "script", "compile", "auto")
+DEFAULT_BACKENDS = ("eager", "onnx", "export", "script", "compile", "auto")
+DEFAULT_THREADS = 1
+"""One torch thread: on a shared machine more threads wait on each other's cores, and the
+figures wobble more than the backends differ."""
+
+MAX_TAIL = 2.0
+"""p95 / p50 above which a row's p50 is too noisy to compare: warned about."""
+MAX_ROUND_SPREAD = 0.25
+"""Spread of the per-round speedups, (max - min) / median, above which a ratio is not
+reproducible within the run: warned about."""
 
 
 class Row(NamedTuple):
@@ -43,6 +52,9 @@ class Row(NamedTuple):
     p99_ms: float
     speedup: float
     """eager p50 / this p50, same run."""
+    round_spread: float = 0.0
+    """(max - min) / median of the per-round speedups: how much the ratio moved between
+    the interleaved rounds of this run."""
 
 
 class _Discard(Sink):
@@ -78,6 +90,7 @@ def _actors(args: argparse.Namespace, model: Any, x: Any) -> dict[str, CompiledA
     options: dict[str, dict[str, Any]] = {"compile": {"dynamic": False}}
     if args.freeze:
         options["script"] = {"freeze": True}
+        options["onnx"] = options["export"] = {"check_weights": False}
     return {b: instrument(model, backend=b, method=args.method, example_inputs=(x,),
                           options=options) for b in args.backends}
 
@@ -91,16 +104,44 @@ def bench_batch(args: argparse.Namespace, model: Any, batch_size: int) -> list[R
     with torch.inference_mode():
         actors = _actors(args, model, x)
         samples: dict[str, list[int]] = {b: [] for b in actors}
+        round_p50: dict[str, list[float]] = {b: [] for b in actors}
         for actor in actors.values():
             _time_calls(actor, x, args.warmup, sync, [])
         per_round = max(2, args.calls // args.rounds)
         for _ in range(args.rounds):
             for backend, actor in actors.items():
-                _time_calls(actor, x, per_round, sync, samples[backend])
+                times: list[int] = []
+                _time_calls(actor, x, per_round, sync, times)
+                samples[backend].extend(times)
+                round_p50[backend].append(statistics.median(times))
     stats = {b: _stats(s) for b, s in samples.items()}
-    base = stats["eager"][1] if "eager" in stats else float("nan")
-    return [Row(b, _runs(a), batch_size, *stats[b], base / stats[b][1])
-            for b, a in actors.items()]
+    base = stats["eager"][1]
+    return [Row(b, _runs(a), batch_size, *stats[b], base / stats[b][1],
+                _spread(round_p50["eager"], round_p50[b])) for b, a in actors.items()]
+
+
+def _spread(eager: Sequence[float], other: Sequence[float]) -> float:
+    ratios = [e / o for e, o in zip(eager, other, strict=True) if o > 0]
+    if len(ratios) < 2:
+        return 0.0
+    return (max(ratios) - min(ratios)) / statistics.median(ratios)
+
+
+def noise_warnings(rows: Sequence[Row]) -> list[str]:
+    """Rows whose speedup the run's own spread makes meaningless, with why."""
+    lines = []
+    for r in rows:
+        tail = r.p95_ms / r.p50_ms if r.p50_ms > 0 else float("inf")
+        why = []
+        if tail > MAX_TAIL:
+            why.append(f"p95/p50 = {tail:.1f} (> {MAX_TAIL:g})")
+        if r.backend != "eager" and r.round_spread > MAX_ROUND_SPREAD:
+            why.append(f"its speedup moved {r.round_spread:.0%} between rounds "
+                       f"(> {MAX_ROUND_SPREAD:.0%})")
+        if why:
+            lines.append(f"bs {r.batch_size} {r.backend}: {'; '.join(why)}: the ratio is "
+                         "not meaningful; rerun on a quieter machine or with more --rounds")
+    return lines
 
 
 def _runs(actor: CompiledActor) -> str:
@@ -167,12 +208,12 @@ def results_table(rows: Sequence[Row], title: str) -> Table:
 
     table = Table(title=title)
     for column in ("bs", "backend", "runs", "mean ms", "p50 ms", "p95 ms", "p99 ms",
-                   "× eager (p50)"):
+                   "× eager (p50)", "± rounds"):
         table.add_column(column, justify="left" if column in ("backend", "runs") else "right")
     for r in rows:
         table.add_row(str(r.batch_size), r.backend, r.runs, f"{r.mean_ms:.4f}",
                       f"{r.p50_ms:.4f}", f"{r.p95_ms:.4f}", f"{r.p99_ms:.4f}",
-                      f"{r.speedup:.2f}")
+                      f"{r.speedup:.2f}", f"{r.round_spread:.0%}")
     return table
 
 
@@ -229,7 +270,7 @@ def _at_least(minimum: int) -> Callable[[str], int]:
 
 def _csv_backends(text: str) -> list[str]:
     names = [v.strip() for v in text.split(",") if v.strip()]
-    known = ("auto", "script", "compile", "cudagraph", "eager")
+    known = ("auto", "onnx", "export", "script", "compile", "cudagraph", "eager")
     bad = [n for n in names if n not in known]
     if bad or not names:
         raise argparse.ArgumentTypeError(f"unknown backends {bad}; choose from {known}")
@@ -241,8 +282,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-sizes", type=_csv_ints, default=list(DEFAULT_BATCH_SIZES),
                         help="comma-separated (default 1,8,32,128)")
     parser.add_argument("--backends", type=_csv_backends, default=None,
-                        help="comma-separated (default eager,script,compile,auto; "
-                        "cudagraph added on CUDA)")
+                        help="comma-separated (default eager,onnx,export,script,compile,"
+                        "auto; on CUDA onnx is left out and cudagraph added)")
     parser.add_argument("--method", default="forward", choices=("forward", "deterministic"),
                         help="actor method to time (default forward: mean and log-std, "
                         "the original table's call)")
@@ -254,13 +295,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="timed calls per backend")
     parser.add_argument("--rounds", type=_at_least(1), default=10,
                         help="interleaved timing rounds")
-    parser.add_argument("--threads", type=_at_least(1), default=None,
-                        help="torch.set_num_threads")
+    parser.add_argument("--threads", type=_at_least(1), default=DEFAULT_THREADS,
+                        help=f"torch.set_num_threads (default {DEFAULT_THREADS})")
     parser.add_argument("--overhead-calls", type=_at_least(0), default=100_000,
                         help="calls per round of the overhead table (0 skips it)")
     parser.add_argument("--freeze", action="store_true", help="script (and auto's script) "
-                        "freezes and optimises for inference, as a server of fixed weights "
-                        "would")
+                        "freezes and optimises for inference, and onnx/export skip their "
+                        "per-call weight check, as a server of fixed weights would")
     parser.add_argument("--log", action="store_true", help="log the results as a run "
                         "(summary metrics) to the sinks the environment selects")
 
@@ -288,8 +329,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {args.device}: torch sees no CUDA device")
     if args.backends is None:
-        extra = ["cudagraph"] if args.device.startswith("cuda") else []
-        args.backends = [*DEFAULT_BACKENDS[:-1], *extra, "auto"]
+        cuda = args.device.startswith("cuda")
+        # ONNX Runtime's CPU package runs on CPU only; a CUDA actor would fall back.
+        usual = [b for b in DEFAULT_BACKENDS[:-1] if not (cuda and b == "onnx")]
+        args.backends = [*usual, *(["cudagraph"] if cuda else []), "auto"]
     if "eager" not in args.backends:
         args.backends = ["eager", *args.backends]  # the baseline of every speedup
     torch.manual_seed(0)
@@ -300,6 +343,8 @@ def _run(args: argparse.Namespace) -> int:
              f", {args.rounds} × {max(2, args.calls // args.rounds)} timed calls")
     rows = [row for bs in args.batch_sizes for row in bench_batch(args, model, bs)]
     console().print(results_table(rows, title))
+    for line in noise_warnings(rows):
+        console().print(f"[yellow]warning:[/] {line}")
     overhead = measure_overhead(args.overhead_calls) if args.overhead_calls > 0 else None
     if overhead:
         console().print(overhead_table(overhead))

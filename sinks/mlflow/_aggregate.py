@@ -167,8 +167,9 @@ def _stats(prefix: str, durations: list[float], ms: int, step: int) -> list[Poin
 
 
 class SpanStats:
-    """Per span name: percentiles over each interval of event time (``span.<name>.*``) and
-    over the whole run at its end (``span.<name>.run.*``, reservoir-sampled)."""
+    """Per span name: percentiles over each interval of event time (``span.<name>.*``) and,
+    for a run longer than one interval, over the whole run at its end
+    (``span.<name>.run.*``, reservoir-sampled; for one interval they would be the same)."""
 
     def __init__(self, interval_s: float) -> None:
         self.interval_ns = int(interval_s * 1e9)
@@ -177,6 +178,7 @@ class SpanStats:
         self._seen: dict[str, int] = {}
         self._start: int | None = None
         self._last = (0, 0)
+        self._intervals = 0
         self._rng = random.Random(0)  # deterministic: a replay yields the same points
 
     def add(self, span: Span, out: list[Point]) -> None:
@@ -201,11 +203,14 @@ class SpanStats:
         for name, durations in self._window.items():
             out.extend(_stats(f"span.{name}", durations, ms, step))
         self._window = {}
+        self._intervals += 1
         self._start = None
 
     def finish(self, ms: int, step: int, out: list[Point]) -> None:
         """Append the last interval and the run-level statistics."""
         if self._window:
             self._close(out)
+        if self._intervals < 2:
+            return
         for name, durations in self._run.items():
             out.extend(_stats(f"span.{name}.run", durations, ms, step))

@@ -30,13 +30,6 @@ KEY_TAG = "rlobs.key."
 _BAD_CHARS = re.compile(r"[^/\w.\- :]")
 
 
-def family(name: str) -> str:
-    """A run name's family: the part before the first ``-``, ``/`` or ``:`` (dots and
-    path separators around it dropped: a run name never becomes a path)."""
-    head = re.split(r"[-/:\\]", name, maxsplit=1)[0].strip().strip(".").strip()
-    return head or "rlobs"
-
-
 def path_segment(name: str) -> str:
     """A file-name-safe form of an experiment name, for its artifact folder."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "experiment"

@@ -26,6 +26,7 @@ from rlobs._log import logger
 
 from ._aggregate import Point
 from ._mapping import MAX_METRICS_PER_BATCH, MAX_TAG_VALUE, chunk_items, truncate
+from ._native import native_tags, run_name
 from ._retry import (
     MAX_ATTEMPTS,
     OUTAGE,
@@ -55,6 +56,7 @@ class RunState:
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     artifacts: deque[tuple[str, str | None]] = field(default_factory=deque)
+    jobs: deque[tuple[str, dict[str, str]]] = field(default_factory=deque)  # inputs, models
     retry_items: deque[list[tuple[str, str, str]]] = field(default_factory=deque)
     retry_points: deque[list[Point]] = field(default_factory=deque)
     end: RunEnd | None = None
@@ -73,12 +75,14 @@ class RunState:
 
     def has_work(self) -> bool:
         return (self.mlflow_id is None or bool(
-            self.points or self.params or self.tags or self.artifacts or self.retry_items
+            self.points or self.params or self.tags or self.artifacts or self.jobs
+            or self.retry_items
             or self.retry_points) or self.end is not None)
 
     def pending(self) -> int:
         """Values and requests not in MLflow yet (the end counts one)."""
         return (len(self.points) + len(self.params) + len(self.tags) + len(self.artifacts)
+                + len(self.jobs)
                 + sum(map(len, self.retry_items)) + sum(map(len, self.retry_points))
                 + (self.end is not None))
 
@@ -185,6 +189,14 @@ class Sender:
                 state.artifacts.append((path, artifact_path))
                 self._cond.notify_all()
 
+    def add_job(self, run_id: str, kind: str, payload: dict[str, str]) -> None:
+        """Queue a dataset input (``dataset``) or a model to log (``model``)."""
+        with self._cond:
+            state = self._runs.get(run_id)
+            if state is not None:
+                state.jobs.append((kind, payload))
+                self._cond.notify_all()
+
     def end_run(self, end: RunEnd, log_path: Path | None) -> None:
         """Mark a run ended (its final data already queued)."""
         with self._cond:
@@ -209,12 +221,14 @@ class Sender:
             if state is None:
                 return
             dropped = (len(state.points) + sum(map(len, state.retry_points))
-                       + len(state.artifacts) + sum(map(len, state.retry_items)))
+                       + len(state.artifacts) + len(state.jobs)
+                       + sum(map(len, state.retry_items)))
             self.buffered -= len(state.points)
             state.points.clear()
             state.retry_points.clear()
             state.retry_items.clear()
             state.artifacts.clear()
+            state.jobs.clear()
             self._lose(state, dropped, "given up")
             state.abandoned = reason
             self._cond.notify_all()
@@ -316,6 +330,8 @@ class Sender:
             self._send_items(state)
         elif state.retry_points or state.points:
             self._send_points(state)
+        elif state.jobs:
+            self._job(state)
         elif state.artifacts:
             self._upload(state)
         elif state.end is not None:
@@ -335,6 +351,9 @@ class Sender:
                 self._split(state.retry_items, self._inflight_items, state, reason, bisect)
             elif self._inflight_points:
                 self._split(state.retry_points, self._inflight_points, state, reason, bisect)
+            elif state.jobs:
+                kind, payload = state.jobs.popleft()
+                self._lose(state, 1, f"{kind} {payload.get('name')}: {reason}")
             elif state.artifacts:
                 path, _ = state.artifacts.popleft()
                 self._lose(state, 1, f"artifact {Path(path).name}: {reason}")
@@ -389,7 +408,9 @@ class Sender:
             state.skip = skip or None
             logger.info("mlflow run resumed", run=start.name, mlflow_run_id=mlflow_id)
         else:
-            tags = {RUN_ID_TAG: start.run_id, HEARTBEAT_TAG: str(start.time_ns)}
+            # MLflow's own tags go with the create: ``mlflow.user`` sets the run's user.
+            tags = {**native_tags(start.tags), RUN_ID_TAG: start.run_id,
+                    HEARTBEAT_TAG: str(start.time_ns)}
             if start.parent_id:
                 tags["rlobs.parent_id"] = start.parent_id
                 parent = self._parent_id(exp_id, start.parent_id)
@@ -398,7 +419,8 @@ class Sender:
                 else:  # the parent's run may still be on its way (another process)
                     state.orphan_of = start.parent_id
             retried, state.creating = state.creating, True
-            mlflow_id = store.create_run(exp_id, start.run_id, start.name,
+            mlflow_id = store.create_run(exp_id, start.run_id,
+                                         run_name(start.name, start.params),
                                          start.time_ns // 1_000_000, tags)
             if retried:  # a create whose answer was lost may have landed after all
                 mlflow_id = store.one_run(exp_id, start.run_id, mlflow_id)
@@ -471,6 +493,14 @@ class Sender:
             self._inflight_points = []
             self.sent += len(batch)
             self._cond.notify_all()
+
+    def _job(self, state: RunState) -> None:
+        assert state.mlflow_id is not None
+        kind, payload = state.jobs[0]
+        if kind == "dataset":
+            self.store.log_dataset(state.mlflow_id, **payload)
+        with self._cond:
+            state.jobs.popleft()
 
     def _upload(self, state: RunState) -> None:
         assert state.mlflow_id is not None

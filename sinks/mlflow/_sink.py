@@ -7,8 +7,10 @@ experiment the run goes to, so shipping the log later does what this process wou
 
 from __future__ import annotations
 
+import math
 import os
 import time
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +36,15 @@ from rlobs._log import logger
 
 from . import environment_variables as ev
 from ._aggregate import Downsample, Point, SpanStats, StepPoints
-from ._mapping import MAX_TAG_VALUE, family, map_params, map_tags, truncate
+from ._mapping import MAX_TAG_VALUE, map_params, map_tags, truncate
+from ._native import native_tags
 from ._sender import RunState, Sender
 from ._store import GAPS_TAG, HEARTBEAT_TAG, Store
 
 DEFAULT_JSONL_DIR = "rlobs-runs"
+DEFAULT_EXPERIMENT = "rlobs"
+"""The experiment of runs that name none, when no setting names one either."""
+_KEPT = 10_000  # run ids whose experiment is remembered, so children join their parent
 # Buffered values above which flush() waits for a reachable server: ~10 s of drain for a
 # one-worker server, so a replay's end (or a close) never waits minutes for a backlog.
 _HIGH_WATER = 50_000
@@ -65,6 +71,21 @@ class _Converter:
     last_step: int = -1
     staged: list[Point] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
+    result: bool = False  # a log_result run: no agent loop, no loop counters
+    returns: deque[float] = field(default_factory=deque)  # the last episode returns
+    scored: bool = False  # the run logged its own ``score``
+
+
+def _datasets(tags: Mapping[str, str]) -> list[dict[str, str]]:
+    """The dataset inputs that ``run.log_input_hash`` tagged (``rlobs.input.<name>.*``)."""
+    out = []
+    for key, digest in tags.items():
+        if key.startswith("rlobs.input.") and key.endswith(".sha256"):
+            stem = key[:-len(".sha256")]
+            out.append({"name": stem[len("rlobs.input."):], "digest": digest,
+                        "path": tags.get(f"{stem}.path", ""),
+                        "context": tags.get(f"{stem}.context", "")})
+    return out
 
 
 class MlflowSink(Sink):
@@ -72,7 +93,9 @@ class MlflowSink(Sink):
 
     Args:
         tracking_uri: server or store URI; ``None`` uses the embedded SQLite default.
-        experiment: experiment for every run; ``None`` uses the run name's family.
+        experiment: experiment for runs that name none (``Hub.run(experiment=…)``) and
+            whose parent has none; ``None``: ``RLOBS_MLFLOW_EXPERIMENT``, else
+            ``MLFLOW_EXPERIMENT_NAME``, else ``rlobs``.
         downsample: ``Downsample`` or its text form (``"every:10"``, ``"window:5"``).
         span_interval_s: seconds of event time between span statistics.
         max_buffer: metric values held while MLflow is unreachable.
@@ -82,6 +105,8 @@ class MlflowSink(Sink):
         max_retry_interval_s: longest wait between tries while MLflow is unreachable.
         jsonl_dir: the JSONL sink's directory (run logs to upload; embedded store);
             default ``RLOBS_JSONL_DIR``, else ``./rlobs-runs``.
+        score_episodes: a run's ``score`` metric is the mean of its last this many
+            episode returns, unless it logs its own ``score`` summary.
 
     Raises:
         ConfigError: ``downsample`` text is invalid.
@@ -105,12 +130,16 @@ class MlflowSink(Sink):
         request_timeout_s: float = 15.0,
         max_retry_interval_s: float = 30.0,
         jsonl_dir: str | os.PathLike[str] | None = None,
+        score_episodes: int = 10,
     ) -> None:
         self.jsonl_dir = Path(jsonl_dir or os.environ.get(core_env.RLOBS_JSONL_DIR)
                               or DEFAULT_JSONL_DIR)
         self.embedded = not tracking_uri
         self.tracking_uri = tracking_uri or embedded_uri(self.jsonl_dir)
-        self.experiment = experiment
+        self.experiment = (experiment or os.environ.get(ev.RLOBS_MLFLOW_EXPERIMENT)
+                           or os.environ.get(ev.MLFLOW_EXPERIMENT_NAME) or DEFAULT_EXPERIMENT)
+        self.score_episodes = max(1, int(score_episodes))
+        self._experiments: OrderedDict[str, str] = OrderedDict()
         self.downsample = (downsample if isinstance(downsample, Downsample)
                            else Downsample.parse(downsample))
         self.span_interval_s = span_interval_s
@@ -126,7 +155,7 @@ class MlflowSink(Sink):
     def from_env(cls, env: Mapping[str, str]) -> MlflowSink:
         return cls(
             env.get(ev.MLFLOW_TRACKING_URI) or None,
-            env.get(ev.RLOBS_MLFLOW_EXPERIMENT) or None,
+            env.get(ev.RLOBS_MLFLOW_EXPERIMENT) or env.get(ev.MLFLOW_EXPERIMENT_NAME) or None,
             downsample=env.get(ev.RLOBS_MLFLOW_DOWNSAMPLE),
             span_interval_s=env_float(ev.RLOBS_MLFLOW_SPAN_INTERVAL_S, 10.0, minimum=0.001,
                                       env=env),
@@ -135,6 +164,7 @@ class MlflowSink(Sink):
             request_timeout_s=env_float(ev.RLOBS_MLFLOW_REQUEST_TIMEOUT_S, 15.0,
                                         minimum=0.1, env=env),
             jsonl_dir=env.get(core_env.RLOBS_JSONL_DIR) or None,
+            score_episodes=env_int(ev.RLOBS_MLFLOW_SCORE_EPISODES, 10, minimum=1, env=env),
         )
 
     @classmethod
@@ -151,11 +181,22 @@ class MlflowSink(Sink):
             ev.RLOBS_MLFLOW_SPAN_INTERVAL_S: repr(self.span_interval_s),
             ev.RLOBS_MLFLOW_MAX_BUFFER: str(self.max_buffer),
             ev.RLOBS_MLFLOW_REQUEST_TIMEOUT_S: repr(self.request_timeout_s),
+            ev.RLOBS_MLFLOW_SCORE_EPISODES: str(self.score_episodes),
         }
 
     def start_context(self, event: RunStart) -> dict[str, str]:
         """The experiment the run goes to, recorded in its start line."""
-        return {"experiment": self.experiment or family(event.name)}
+        return {"experiment": self._experiment_for(event)}
+
+    def _experiment_for(self, event: RunStart) -> str:
+        """The run's own experiment, else its parent's, else this sink's setting."""
+        own = event.tags.get("rlobs.experiment")
+        parent = self._experiments.get(event.parent_id) if event.parent_id else None
+        experiment = own or parent or self.experiment
+        self._experiments[event.run_id] = experiment
+        while len(self._experiments) > _KEPT:
+            self._experiments.popitem(last=False)
+        return experiment
 
     def log_file(self, run_id: str, path: Path) -> None:
         self._logs[run_id] = path
@@ -210,11 +251,13 @@ class MlflowSink(Sink):
         tags = map_tags({**event.tags, "rlobs.name": event.name})
         tags.update(key_tags)
         recorded = (event.sinks or {}).get(self.name) or {}
-        experiment = str(recorded.get("experiment") or self.experiment or family(event.name))
+        experiment = str(recorded.get("experiment") or self._experiment_for(event))
         self._sender.add_run(RunState(event, experiment))
         self._sender.add(event.run_id, [], params, tags)
-        self._runs[event.run_id] = _Converter(StepPoints(self.downsample),
-                                              SpanStats(self.span_interval_s))
+        self._runs[event.run_id] = _Converter(
+            StepPoints(self.downsample), SpanStats(self.span_interval_s),
+            result=event.tags.get("rlobs.kind") == "result",
+            returns=deque(maxlen=self.score_episodes))
 
     def on_step(self, event: Step) -> None:
         conv = self._runs.get(event.run_id)
@@ -224,6 +267,8 @@ class MlflowSink(Sink):
             conv.tags[GAPS_TAG] = "true"
         conv.last_step = event.step
         conv.steps.convert(event, conv.staged)
+        if event.episode_return is not None and math.isfinite(event.episode_return):
+            conv.returns.append(event.episode_return)
 
     def on_span(self, event: Span) -> None:
         conv = self._runs.get(event.run_id)
@@ -237,6 +282,11 @@ class MlflowSink(Sink):
             return
         params, key_tags = map_params(event.params)
         tags = {**map_tags(event.tags), **key_tags}
+        if "rlobs.description" in event.tags:
+            tags.update(native_tags({"rlobs.description": event.tags["rlobs.description"]}))
+        conv.scored = conv.scored or "score" in event.metrics
+        for payload in _datasets(event.tags):
+            self._sender.add_job(event.run_id, "dataset", payload)
         # Summaries are stamped with the step count so far: two evaluations make a curve.
         step = conv.last_step + 1
         for key, value in event.metrics.items():
@@ -281,20 +331,23 @@ class MlflowSink(Sink):
         ms, steps = event.time_ns // 1_000_000, event.steps
         conv.steps.finish(conv.staged)
         conv.spans.finish(ms, steps, conv.staged)
-        finals = {
-            "steps": float(steps), "total_reward": event.total_reward,
-            "episodes": float(event.episodes), "duration_s": event.duration_s,
-            "completed": float(event.completed), "dropped": float(sum(event.dropped.values())),
-            "rejected": float(event.rejected),
-            "rlobs.nonfinite_values": float(conv.steps.nonfinite.total),
-        }
+        # Curves only: bookkeeping that is not one (the status, what was dropped or left
+        # out) is tags, set only when there is something to say.
+        finals = {"duration_s": event.duration_s}
+        if not conv.result:  # a result has no loop: steps, reward, episodes mean nothing
+            finals.update(steps=float(steps), total_reward=event.total_reward,
+                          episodes=float(event.episodes))
+            if conv.returns and not conv.scored:
+                finals["score"] = sum(conv.returns) / len(conv.returns)
         for key, value in finals.items():
             conv.steps.add_point(conv.staged, key, value, ms, steps)
         conv.tags["rlobs.status"] = event.status.value
         if event.error:
             conv.tags["rlobs.error"] = truncate(event.error, MAX_TAG_VALUE)
-        for sink, count in event.dropped.items():
-            conv.tags[f"rlobs.dropped.{sink}"] = str(count)
+        counts = {f"rlobs.dropped.{sink}": count for sink, count in event.dropped.items()}
+        counts.update({"rlobs.rejected": event.rejected,
+                       "rlobs.nonfinite_values": conv.steps.nonfinite.total})
+        conv.tags.update({key: str(count) for key, count in counts.items() if count})
 
     def _push(self, run_id: str, conv: _Converter) -> None:
         assert self._sender is not None

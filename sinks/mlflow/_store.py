@@ -166,6 +166,20 @@ class Store:
         else:
             self.client.log_artifact(run_id, path, artifact_path)
 
+    def log_dataset(self, run_id: str, name: str, digest: str, path: str,
+                    context: str = "") -> None:
+        """Record a dataset input of the run (MLflow's Datasets panel): a local source
+        at ``path`` with MLflow's 36-character digest cut of the SHA-256."""
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        source = json.dumps({"uri": Path(path).as_uri() if Path(path).is_absolute()
+                             else path})
+        dataset = Dataset(name=name, digest=digest[:36], source_type="local", source=source)
+        tags = [InputTag("mlflow.data.context", context)] if context else []
+        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags)])
+
     def terminate(self, run_id: str, status: str, end_ms: int) -> None:
         """Set the run's final status and end time."""
         self.client.set_terminated(run_id, status=status, end_time=end_ms)

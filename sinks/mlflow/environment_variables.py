@@ -11,8 +11,17 @@ MLFLOW_TRACKING_URI = "MLFLOW_TRACKING_URI"
 Unset: the embedded default ``sqlite:///<RLOBS_JSONL_DIR>/mlflow.db``."""
 
 RLOBS_MLFLOW_EXPERIMENT = "RLOBS_MLFLOW_EXPERIMENT"
-"""Experiment every run goes to. Default: the run name's family, the part before the
-first ``-``, ``/`` or ``:`` (``ppo-halfcheetah-s3`` → ``ppo``)."""
+"""Experiment runs go to. Which experiment a run goes to, first that applies: the run's
+own (``Hub.run(experiment=…)``, ``log_result(experiment=…)``); its parent's; the sink's
+``experiment`` argument; this variable; ``MLFLOW_EXPERIMENT_NAME``; ``rlobs``."""
+
+MLFLOW_EXPERIMENT_NAME = "MLFLOW_EXPERIMENT_NAME"
+"""MLflow's own variable, read after ``RLOBS_MLFLOW_EXPERIMENT``."""
+
+RLOBS_MLFLOW_SCORE_EPISODES = "RLOBS_MLFLOW_SCORE_EPISODES"
+"""A run's ``score`` metric (for compare views), when the run does not log its own
+``score`` (``run.log_summary({"score": …})``): the mean of its last N episode returns.
+Default ``10``."""
 
 RLOBS_MLFLOW_DOWNSAMPLE = "RLOBS_MLFLOW_DOWNSAMPLE"
 """How step metrics are thinned before they are sent: ``every:N`` (steps whose index is a

@@ -1,0 +1,340 @@
+"""Ray on a real local cluster: a Tune sweep, rollout actors, tasks and RLlib, logged
+through rlobs into MLflow on PostgreSQL and OTLP (MLflow's ``/v1/traces``).
+
+One ``ray.init(num_cpus=2)`` cluster serves the whole module; each scenario runs once in
+a module fixture and several tests read its results back.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+from mlflow_support import client, experiment_name, find_run, poll
+from servers import MlflowServer
+
+from rlobs import Hub, RunStatus, read_run, sync
+from rlobs.integrations.ray import RlobsTuneCallback, worker_env, worker_run
+
+pytestmark = pytest.mark.slow
+
+REPORTS = 50
+ACTORS = 4
+ACTOR_STEPS = 5_000
+VICTIM = 2  # the actor killed mid-run
+KILL_AFTER = 2_000  # steps the victim logs before it waits to be killed
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[None]:
+    """One local Ray cluster for the module (starting one costs seconds). Workers get
+    this module's functions by value: they cannot import a test module."""
+    import sys
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def _backends(server: MlflowServer, runs: Path) -> dict[str, str]:
+    """The variables that point rlobs at MLflow-on-PostgreSQL and OTLP, in a fresh
+    experiment (few step spans: the trace's shape is what is checked)."""
+    name = experiment_name()
+    experiment_id = str(client(server.url).create_experiment(name))
+    return {
+        "RLOBS_SINKS": "jsonl,mlflow,otel", "RLOBS_JSONL_DIR": str(runs),
+        "RLOBS_HANDLE_SIGNALS": "0", "RLOBS_HEARTBEAT_S": "0",
+        "MLFLOW_TRACKING_URI": server.url, "RLOBS_MLFLOW_EXPERIMENT": name,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": server.url,
+        "OTEL_EXPORTER_OTLP_HEADERS": f"x-mlflow-experiment-id={experiment_id}",
+        "RLOBS_OTEL_STEP_SPANS": "3", "RLOBS_OTEL_STEP_EVERY": "0",
+        "RLOBS_MLFLOW_REQUEST_TIMEOUT_S": "60", "RLOBS_SHIPPER_IDLE_S": "2",
+        "_EXPERIMENT_ID": experiment_id,
+    }
+
+
+def _mlflow_runs(url: str, experiment_id: str) -> dict[str, Any]:
+    """The experiment's MLflow runs by rlobs run name."""
+    return {r.data.tags["rlobs.name"]: r for r in client(url).search_runs([experiment_id])}
+
+
+def _trace_tree(url: str, experiment_id: str, root_name: str, runs: int
+                ) -> tuple[Any, list[Any]]:
+    """The trace whose root is ``root_name``'s run span, once it holds ``runs`` run
+    spans: (root, its children)."""
+    def stored() -> Any:
+        traces = [t for t in client(url).search_traces(locations=[experiment_id])
+                  if any(s.parent_id is None and s.name == root_name for s in t.data.spans)]
+        spans = [s for t in traces for s in t.data.spans if s.name.startswith("invoke_agent")]
+        return traces if len(spans) >= runs else None
+
+    traces = poll(stored, timeout_s=60) or []
+    assert len(traces) == 1, f"{len(traces)} traces"
+    spans = list(traces[0].data.spans)
+    (root,) = [s for s in spans if s.parent_id is None]
+    return root, [s for s in spans if s.parent_id == root.span_id]
+
+
+# ---------------------------------------------------------------------- Ray Tune
+
+
+def _trainable(config: dict[str, Any]) -> None:
+    from ray import tune
+
+    for i in range(REPORTS):
+        if config["fail"] and i == 3:
+            raise ValueError("diverged")
+        tune.report({"score": config["x"] * (i + 1), "nested": {"x": config["x"]}})
+
+
+def _tuner(base: Path, callback: RlobsTuneCallback) -> Any:
+    """4 trials × up to 50 reports under ASHA; the trial with x=3 fails at its 4th."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    return tune.Tuner(
+        _trainable,
+        param_space={"x": tune.grid_search([4, 3, 2, 1]),
+                     "fail": tune.sample_from(lambda spec: spec.config.x == 3)},
+        tune_config=tune.TuneConfig(
+            metric="score", mode="max", max_concurrent_trials=2, reuse_actors=True,
+            # max_t above the trials' length: a trial that reaches 50 ends on its own.
+            scheduler=ASHAScheduler(max_t=2 * REPORTS, grace_period=5, reduction_factor=2)),
+        run_config=tune.RunConfig(name="sweep", storage_path=str(base / "tune"),
+                                  callbacks=[callback], verbose=0))
+
+
+@pytest.fixture(scope="module")
+def logged(cluster: None, mlflow_server_pg: MlflowServer,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Both scenarios at once, into one MLflow experiment through one shipper: the
+    rollout's 4 actors work (actor 2 waits mid-run to be killed) while the sweep runs."""
+    base = tmp_path_factory.mktemp("ray")
+    env = _backends(mlflow_server_pg, base / "runs")
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            if not key.startswith("_"):
+                patch.setenv(key, value)
+        with Hub() as hub:
+            callback = RlobsTuneCallback("sweep", metric="score", mode="max", hub=hub)
+            with hub.run("rollout", params={"actors": ACTORS}) as parent:
+                actors, ids, work = _start_rollout(parent, env)
+                grid = _tuner(base, callback).fit()
+                _kill_victim(actors, ids, work, base / "runs")
+        report = sync([base / "runs"], timeout_s=120)  # waits for the shipper to finish
+        assert report.complete, report
+        assert len(report.runs) == 5 + ACTORS + 1
+    yield {"env": env, "grid": {r.config["x"]: r for r in grid}, "runs": base / "runs",
+           "callback": callback, "url": mlflow_server_pg.url, "ids": ids,
+           "parent": parent.run_id}
+
+
+@pytest.fixture(scope="module")
+def sweep(logged: dict[str, Any]) -> dict[str, Any]:
+    """The Tune scenario's results."""
+    return logged
+
+
+@pytest.fixture(scope="module")
+def rollout(logged: dict[str, Any]) -> dict[str, Any]:
+    """The actors scenario's results."""
+    return logged
+
+
+def _sweep_runs(sweep: dict[str, Any]) -> dict[str, Any]:
+    """The sweep's MLflow runs (the experiment holds the rollout's too)."""
+    runs = _mlflow_runs(sweep["url"], sweep["env"]["_EXPERIMENT_ID"])
+    return {n: r for n, r in runs.items() if not n.startswith("rollout")}
+
+
+def test_a_sweep_is_one_parent_and_a_child_per_trial(sweep: dict[str, Any]) -> None:
+    """MLflow holds the experiment's run and its 4 trials nested under it, with the
+    trials' configs as params."""
+    runs = _sweep_runs(sweep)
+    assert len(runs) == 5
+    parent = runs.pop("sweep")
+    assert {r.data.tags.get("mlflow.parentRunId") for r in runs.values()} == {
+        parent.info.run_id}
+    assert sorted(r.data.params["x"] for r in runs.values()) == ["1", "2", "3", "4"]
+    assert parent.data.params["total_num_samples"] == "4"
+    assert sweep["callback"].errors == 0
+
+
+def test_every_report_is_one_step_exactly_once(sweep: dict[str, Any]) -> None:
+    """Each trial's ``score`` history is its reports 1..n once each, n as Tune counts them."""
+    tracking = client(sweep["url"])
+    runs = _sweep_runs(sweep)
+    by_x = {int(r.data.params["x"]): r for n, r in runs.items() if n != "sweep"}
+    for x, result in sweep["grid"].items():
+        reported = 3 if x == 3 else int(result.metrics["training_iteration"])
+        history = tracking.get_metric_history(by_x[x].info.run_id, "score")
+        counts = Counter((m.step, m.value) for m in history)
+        assert counts == Counter({(i, float(x * (i + 1))): 1 for i in range(reported)}), x
+        nested = tracking.get_metric_history(by_x[x].info.run_id, "nested/x")
+        assert len(nested) == reported
+
+
+def test_trial_states_become_run_statuses(sweep: dict[str, Any]) -> None:
+    """TERMINATED → FINISHED; ERROR → FAILED with its error; ASHA's early stops tagged."""
+    runs = _sweep_runs(sweep)
+    by_x = {int(r.data.params["x"]): r for n, r in runs.items() if n != "sweep"}
+    assert by_x[3].info.status == "FAILED"
+    assert by_x[3].data.tags["ray.tune.trial_status"] == "ERROR"
+    assert sweep["grid"][3].error is not None
+    early = []
+    for x in (4, 2, 1):
+        run, iterations = by_x[x], sweep["grid"][x].metrics["training_iteration"]
+        assert run.info.status == "FINISHED", x
+        stopped = run.data.tags["ray.tune.stopped_early"] == "true"
+        assert stopped == (iterations < REPORTS), (x, iterations)
+        early += [x] * stopped
+    assert by_x[4].data.tags["ray.tune.stopped_early"] == "false"
+    assert early, "ASHA stopped no trial early"
+    logs = {log.start.params.get("x"): log for p in sweep["runs"].glob("*.jsonl")
+            if (log := read_run(p)).start.name != "sweep"}
+    assert "ValueError: diverged" in (logs[3].end.error or "")
+
+
+def test_the_best_trial_is_tagged_on_the_parent(sweep: dict[str, Any]) -> None:
+    """The parent names the trial Tune itself ranks best, and its score."""
+    runs = _sweep_runs(sweep)
+    parent = runs["sweep"]
+    best = sweep["grid"][4]  # x=4 scores highest at every iteration and runs to the end
+    assert parent.data.tags["ray.tune.best_trial_id"] == best.metrics["trial_id"]
+    best_run = next(r for r in runs.values() if r.data.params.get("x") == "4")
+    assert parent.data.tags["ray.tune.best_run_id"] == best_run.data.tags["rlobs.run_id"]
+    assert parent.data.metrics["best_score"] == 4.0 * REPORTS
+
+
+def test_the_trials_traces_hang_off_the_experiments(sweep: dict[str, Any]) -> None:
+    """One trace: the experiment's run span holds the 4 trials' run spans."""
+    root, children = _trace_tree(sweep["url"], sweep["env"]["_EXPERIMENT_ID"],
+                                 "invoke_agent sweep", 5)
+    assert root.name == "invoke_agent sweep"
+    assert len(children) == 4
+    parent_id = root.attributes["rlobs.run_id"]
+    assert {c.attributes["rlobs.parent_run_id"] for c in children} == {parent_id}
+
+
+# ---------------------------------------------------------------------- Ray actors
+
+
+@ray.remote
+class Rollout:
+    """A rollout worker: one child run for its lifetime, under the driver's parent."""
+
+    def __init__(self, index: int) -> None:
+        self.run = worker_run(f"rollout-{index}", tags={"worker": str(index)})
+
+    def run_id(self) -> str:
+        return self.run.run_id
+
+    def work(self, steps: int, stop_after: int | None = None) -> int:
+        self.run.start()
+        for k in range(steps):
+            if k == stop_after:
+                while True:  # wait here, mid-run, to be killed
+                    time.sleep(1)
+            self.run.step(float(k), done=(k % 500 == 499))
+        self.run.end()
+        return self.run.steps
+
+
+def _start_rollout(parent: Any, env: dict[str, str]) -> tuple[list[Any], list[str], list[Any]]:
+    """4 actors × 5k steps under ``parent``, the parent's id in their environment."""
+    # No CPU reserved: the sweep's trials take the cluster's two.
+    options = {"num_cpus": 0, "runtime_env": {"env_vars": worker_env(parent)}}
+    actors = [Rollout.options(**options).remote(i) for i in range(ACTORS)]
+    ids = ray.get([a.run_id.remote() for a in actors], timeout=120)
+    # A child nests under its parent's MLflow run when its own is created: the actors
+    # start their runs once the parent's exists.
+    assert poll(lambda: find_run(client(env["MLFLOW_TRACKING_URI"]), parent.run_id),
+                timeout_s=60)
+    work = [a.work.remote(ACTOR_STEPS, KILL_AFTER if i == VICTIM else None)
+            for i, a in enumerate(actors)]
+    return actors, ids, work
+
+
+def _kill_victim(actors: list[Any], ids: list[str], work: list[Any], runs: Path) -> None:
+    """Kill actor 2 once its log holds its 2000 steps; the others finish."""
+    victim_log = runs / f"{ids[VICTIM]}.jsonl"
+    assert poll(lambda: victim_log.exists()
+                and len(read_run(victim_log).steps) == KILL_AFTER, timeout_s=60)
+    ray.kill(actors[VICTIM])
+    finished = ray.get([w for i, w in enumerate(work) if i != VICTIM], timeout=120)
+    assert finished == [ACTOR_STEPS] * (ACTORS - 1)
+
+
+def test_the_killed_actors_run_ends_killed_with_what_it_logged(rollout: dict[str, Any]
+                                                               ) -> None:
+    """The shipper noticed the dead actor: its log ends ``killed`` at its last step."""
+    log = read_run(rollout["runs"] / f"{rollout['ids'][VICTIM]}.jsonl")
+    assert log.end is not None and log.end.status is RunStatus.KILLED
+    assert [s.step for s in log.steps] == list(range(KILL_AFTER))
+    assert log.end.steps == KILL_AFTER
+    run = _mlflow_runs(rollout["url"], rollout["env"]["_EXPERIMENT_ID"])[f"rollout-{VICTIM}"]
+    assert run.info.status == "KILLED"
+    history = client(rollout["url"]).get_metric_history(run.info.run_id, "step_reward")
+    assert sorted(m.step for m in history) == list(range(KILL_AFTER))
+
+
+def test_the_other_actors_runs_are_whole(rollout: dict[str, Any]) -> None:
+    """Each surviving actor's 5k steps reach MLflow once each, nested under the parent."""
+    tracking = client(rollout["url"])
+    runs = _mlflow_runs(rollout["url"], rollout["env"]["_EXPERIMENT_ID"])
+    parent = runs["rollout"]
+    assert parent.info.status == "FINISHED"
+    for index in set(range(ACTORS)) - {VICTIM}:
+        run = runs[f"rollout-{index}"]
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["ray.actor_id"]
+        history = tracking.get_metric_history(run.info.run_id, "step_reward")
+        counts = Counter((m.step, m.value) for m in history)
+        assert counts == Counter({(k, float(k)): 1 for k in range(ACTOR_STEPS)}), index
+        assert run.data.metrics["episodes"] == ACTOR_STEPS // 500
+
+
+def test_the_actors_traces_hang_off_the_parents(rollout: dict[str, Any]) -> None:
+    """One trace: the driver's run span holds each actor's, the killed one's in error."""
+    root, children = _trace_tree(rollout["url"], rollout["env"]["_EXPERIMENT_ID"],
+                                 "invoke_agent rollout", ACTORS + 1)
+    assert root.attributes["rlobs.run_id"] == rollout["parent"]
+    assert sorted(c.name for c in children) == sorted(
+        f"invoke_agent rollout-{i}" for i in range(ACTORS))
+    assert {c.attributes["rlobs.parent_run_id"] for c in children} == {rollout["parent"]}
+
+
+# ---------------------------------------------------------------------- Ray tasks
+
+
+@ray.remote(num_cpus=0.25, max_calls=0)
+def _task(parent_id: str, index: int, steps: int) -> tuple[int, str]:
+    with worker_run(f"task-{index}", parent=parent_id) as run:
+        for _ in range(steps):
+            run.step(float(index))
+    return os.getpid(), run.run_id
+
+
+def test_tasks_in_a_reused_worker_get_fresh_runs(cluster: None, runs_dir: Path) -> None:
+    """Three tasks in one worker process: three runs, each whole, none carrying another's
+    counts; the parent id travels in the task's arguments."""
+    with Hub(["jsonl"]) as hub, hub.run("tasks") as parent:
+        env = {"env_vars": worker_env(env={"RLOBS_JSONL_DIR": str(runs_dir),
+                                           "RLOBS_SINKS": "jsonl"})}
+        out = [ray.get(_task.options(runtime_env=env).remote(parent.run_id, i, 100 + i),
+                       timeout=120) for i in range(3)]
+    assert len({pid for pid, _ in out}) == 1, "Ray did not reuse the worker process"
+    for index, (_, run_id) in enumerate(out):
+        log = read_run(runs_dir / f"{run_id}.jsonl")
+        assert log.start.parent_id == parent.run_id
+        assert [s.step for s in log.steps] == list(range(100 + index))
+        assert log.end is not None and log.end.total_reward == index * (100 + index)
