@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -47,3 +48,28 @@ def test_run_traces_tab_lists_its_trace(mlflow_server: MlflowServer) -> None:
         f"tr-{t:032x}" for t in (ids.trace_id, ids.trace_of(1), ids.trace_of(2))}
     (trace,) = [t for t in traces if t.info.trace_id == f"tr-{ids.trace_hex}"]
     assert {s.name for s in trace.data.spans} >= {"invoke_agent linked", "step 4"}
+
+
+def test_replay_keeps_one_trace_in_mlflow(mlflow_server: MlflowServer, runs_dir: Path) -> None:
+    """A run exported live and then replayed (rlobs sync) is still one trace in MLflow,
+    with each span once."""
+    c = client(mlflow_server.url)
+    experiment_id = c.create_experiment(experiment_name())
+
+    def sink() -> OtelSink:
+        return OtelSink(f"{mlflow_server.url}/v1/traces",
+                        headers={"x-mlflow-experiment-id": experiment_id})
+
+    with rlobs.Hub(["jsonl", sink()], heartbeat_s=0, provenance=False) as hub, \
+            hub.run("replayed") as run:
+        for _ in range(3):
+            with run.span("actor.forward"):
+                pass
+            run.step(1.0)
+    report = rlobs.sync([runs_dir / f"{run.run_id}.jsonl"], [sink()], force=True,
+                        timeout_s=30)
+    assert report.runs[0].sinks[0].state == "complete"
+    (trace,) = poll(lambda: [t for t in c.search_traces(locations=[experiment_id])
+                             if t.info.state.value == "OK"])
+    assert trace.info.trace_id == f"tr-{run.trace_ids.trace_hex}"
+    assert len(trace.data.spans) == 1 + 3 + 3
