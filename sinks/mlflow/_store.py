@@ -117,11 +117,15 @@ class Store:
         """Link the OpenTelemetry trace ``trace_hex`` (which may not have arrived yet) to
         the run, so the run's Traces tab lists it; a server without trace links is logged,
         not raised."""
+        self.link_traces(run_id, [trace_hex])
+
+    def link_traces(self, run_id: str, trace_hexes: Sequence[str]) -> None:
+        """:meth:`link_trace` for up to 100 traces at once."""
         try:
-            self.client.link_traces_to_run([f"tr-{trace_hex}"], run_id)
+            self.client.link_traces_to_run([f"tr-{t}" for t in trace_hexes], run_id)
         except Exception as exc:
-            logger.warning("mlflow trace not linked to its run", mlflow_run_id=run_id,
-                           trace_id=trace_hex, error=f"{type(exc).__name__}: {exc}"[:300])
+            logger.warning("mlflow traces not linked to their run", mlflow_run_id=run_id,
+                           traces=len(trace_hexes), error=f"{type(exc).__name__}: {exc}"[:300])
 
     def resume(self, rlobs_id: str, run: Any) -> tuple[str, Skip]:
         """Reopen an existing run; returns its id and what it already stores."""
