@@ -63,7 +63,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     params = {"agent": "q-learning", "episodes": args.episodes,
               "corridor": {"length": 8}, "alpha": 0.5, "gamma": 0.95}
     with Hub(names) as hub:
-        with hub.run("demo-corridor", params=params, tags={"example": "demo"}) as run:
+        with hub.run("demo-corridor", params=params, tags={"example": "demo"},
+                     experiment="demo", description="rlobs demo: Q-learning on a corridor",
+                     ) as run:
             corridor_agent(run, args.episodes)
         hub.flush()
         healthy = all(s.available and s.errors == 0 for s in hub.status())
@@ -82,6 +84,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         hint = getattr(sink, "viewer_hint", None)
         if callable(hint):
             console().print(hint())
+            if sink.name == "mlflow":
+                console().print("  then open experiment 'demo': it shows its runs (the "
+                                "run's charts, and its System metrics tab)")
     return 0 if healthy else 1
 
 

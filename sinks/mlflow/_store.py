@@ -19,6 +19,10 @@ HEARTBEAT_TAG = "rlobs.heartbeat_ns"
 GAPS_TAG = "rlobs.mlflow.gaps"
 """Set when some step values did not reach MLflow; replay then compares step by step."""
 
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+"""Tags of the experiments the sink creates: MLflow 3's UI opens an experiment of this
+kind on its runs (its "Model training" view) rather than its GenAI overview."""
+
 Skip = dict[str, "int | set[int]"]
 _MODEL_LOCK = threading.Lock()
 """Per metric key: a max step already stored (skip ≤ it) or the exact stored steps."""
@@ -53,7 +57,8 @@ class Store:
             if self.artifact_root is not None:  # never a path made of the name itself
                 location = (self.artifact_root / path_segment(name)).resolve().as_uri()
             try:
-                exp_id = str(self.client.create_experiment(name, artifact_location=location))
+                exp_id = str(self.client.create_experiment(name, artifact_location=location,
+                                                           tags=dict(EXPERIMENT_TAGS)))
             except Exception as exc:  # another process created it first
                 found = self.client.get_experiment_by_name(name)
                 if found is None:
