@@ -124,8 +124,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         if callable(hint):
             out.print(runnable(str(hint())))
             if sink.name == "mlflow":
-                out.print("  then open experiment 'demo': it shows its runs (the "
-                          "run's charts, and its System metrics tab)")
+                out.print("  then open experiment 'demo' and pick 'Model training' at the "
+                          "top left (MLflow 3 starts on 'GenAI'): its runs, each with its "
+                          "charts and System metrics tab")
     return 0 if healthy else 1
 
 

@@ -50,9 +50,8 @@ def test_default_experiment_is_rlobs_not_the_name_prefix(mlflow_server: MlflowSe
     assert _experiment_of(mlflow_server, run) == "rlobs"
 
 
-def test_created_experiment_opens_on_its_runs(mlflow_server: MlflowServer) -> None:
-    """An experiment the sink creates is of MLflow 3's training kind, which its UI opens
-    on the runs table (not the GenAI overview)."""
+def test_created_experiment_is_of_the_training_kind(mlflow_server: MlflowServer) -> None:
+    """An experiment the sink creates carries MLflow 3's model-training kind."""
     name = experiment_name()
     _ship(mlflow_server, MlflowSink(mlflow_server.url, name))
     experiment = client(mlflow_server.url).get_experiment_by_name(name)

@@ -22,8 +22,8 @@ GAPS_TAG = "rlobs.mlflow.gaps"
 """Set when some step values did not reach MLflow; replay then compares step by step."""
 
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
-"""Tags of the experiments the sink creates: MLflow 3's UI opens an experiment of this
-kind on its runs (its "Model training" view) rather than its GenAI overview."""
+"""Tags of the experiments the sink creates: the kind MLflow 3's UI reads to show an
+experiment as model training (where its GenAI / Model training switch does not decide)."""
 
 Skip = dict[str, "int | set[int]"]
 _MODEL_LOCK = threading.Lock()
