@@ -96,7 +96,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     params = {"agent": "q-learning", "episodes": args.episodes,
               "corridor": {"length": 8}, "alpha": 0.5, "gamma": 0.95}
     with Hub(names) as hub:
-        with hub.run("demo-corridor", params=params, tags={"example": "demo"}) as run:
+        with hub.run("demo-corridor", params=params, tags={"example": "demo"},
+                     experiment="demo", description="rlobs demo: Q-learning on a corridor",
+                     ) as run:
             corridor_agent(run, args.episodes)
         # Wait for the shipper (a fresh SQLite store takes seconds to create its tables),
         # so that MLflow has the run when the hints below say so.
@@ -121,6 +123,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         hint = getattr(sink, "viewer_hint", None)
         if callable(hint):
             out.print(runnable(str(hint())))
+            if sink.name == "mlflow":
+                out.print("  then open experiment 'demo': it shows its runs (the "
+                          "run's charts, and its System metrics tab)")
     return 0 if healthy else 1
 
 
