@@ -15,7 +15,7 @@ serves the checkpoint at ``--checkpoint`` (else ``$SERVE_ACTOR_CHECKPOINT``, els
 Every response carries ``latency_ms`` (for ``/act`` the actor call alone, on CUDA
 synchronised; otherwise the request's handling) and ``backend`` (``null`` before a model
 is loaded). Until the checkpoint file exists, ``/act``, ``/bench`` and ``/reload``
-answer 503. Each request makes one ``os.stat`` of the checkpoint: when its modification
+answer 503. Each of those requests makes one ``os.stat`` of the checkpoint: when its modification
 time, size or inode changed, the new weights are loaded and compiled before answering,
 without a restart (write new checkpoints to a temporary name and ``os.replace`` them in,
 so a request never reads half a file; an unreadable one is retried on the next request
