@@ -208,6 +208,11 @@ class Run:
         return (env_int("RLOBS_OTEL_STEP_SPANS", 1000), env_int("RLOBS_OTEL_STEP_EVERY", 100))
 
     @property
+    def current_span_id(self) -> int | None:
+        """The id of this run's innermost span open in the calling task or thread."""
+        return current_span_id(self._next_span_id)
+
+    @property
     def window_steps(self) -> int:
         """Steps per live trace of the ``otel`` sink (``RLOBS_OTEL_TRACE_STEPS``)."""
         return env_int("RLOBS_OTEL_TRACE_STEPS", 100)
@@ -416,7 +421,7 @@ class Run:
         """
         if not self._ctx.wants_spans or not self._open:
             return 0
-        parent = current_span_id() if parent_span_id is _UNSET else parent_span_id
+        parent = self.current_span_id if parent_span_id is _UNSET else parent_span_id
         span_id = self._next_span_id()
         self._add_span(name, start_ns, end_ns, attributes or {}, span_id, parent, error)
         return span_id
