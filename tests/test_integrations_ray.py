@@ -107,17 +107,16 @@ def _assert_linked(receiver: OtlpReceiver, parent_id: str, child_ids: list[str])
 
 
 def test_the_module_imports_neither_tune_nor_rllib_until_asked() -> None:
-    """``rlobs.integrations.ray`` imports ray only; a callback imports its library."""
+    """``rlobs.integrations.ray`` imports neither Tune nor RLlib; each callback imports its
+    library when it is asked for (the tests below use both)."""
     import subprocess
     import sys
 
-    code = ("import sys, rlobs.integrations.ray as r\n"
-            "print(sorted({m for m in sys.modules if m in ('ray.tune', 'ray.rllib')}))\n"
-            "r.RlobsTuneCallback\n"
+    code = ("import sys, rlobs.integrations.ray\n"
             "print('ray.tune' in sys.modules, 'ray.rllib' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120)
-    assert out.stdout.split("\n")[:2] == ["[]", "True False"]
+    assert out.stdout.strip() == "False False"
 
 
 def test_worker_env_carries_the_sinks_and_the_parent(tmp_path: Path,
