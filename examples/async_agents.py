@@ -1,5 +1,6 @@
 """Concurrent LLM-style agents: one parent run, one child run per agent, each tool and
-model call a span (model calls also a step), all in one anyio task group.
+model call a span (model calls also a step, with token usage and cost), all in one anyio
+task group.
 
 ``rlobs.current_run()`` is a context variable, so each agent task's calls land in its own
 run even though they interleave on one event loop. Works the same under asyncio and trio.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import random
+from dataclasses import dataclass, field
 
 import anyio
 
@@ -30,11 +32,21 @@ async def calculator(expression: str) -> float:
     return float(len(expression))
 
 
-@traced("model.generate", kind="llm", model="toy-model", as_step=True,
-        reward=lambda answer: float("42" in answer))
-async def generate(prompt: str, rng: random.Random) -> str:
-    await anyio.sleep(rng.uniform(0.002, 0.01))  # model latency
-    return "the answer is 42" if rng.random() < 0.6 else "not sure"
+@dataclass
+class Reply:
+    """A model's answer, shaped like an LLM client's response (usage, stop reason)."""
+
+    text: str
+    usage: dict[str, int] = field(default_factory=dict)
+    stop_reason: str = "end_turn"
+
+
+@traced("model.generate", kind="llm", model="toy-model", capture=True, as_step=True,
+        reward=lambda reply: float("42" in reply.text))
+async def generate(prompt: str, latency_s: float, luck: float) -> Reply:
+    await anyio.sleep(latency_s)  # model latency
+    text = "the answer is 42" if luck < 0.6 else "not sure"
+    return Reply(text, {"input_tokens": len(prompt.split()), "output_tokens": len(text.split())})
 
 
 async def agent(name: str, turns: int, seed: int) -> None:
@@ -43,10 +55,11 @@ async def agent(name: str, turns: int, seed: int) -> None:
         for turn in range(turns):
             docs = await search(f"{name}-q{turn}", rng)
             await calculator(" + ".join(docs))
-            await generate(f"{name}: {docs}", rng)
+            await generate(f"{name}: {docs}", rng.uniform(0.002, 0.01), rng.random())
 
 
 async def main(agents: int, turns: int) -> None:
+    rlobs.set_llm_prices({"toy-model": (0.5, 1.5)})  # USD per 1M input / output tokens
     team = rlobs.run("agents-team", params={"agents": agents, "turns": turns})
     async with team, anyio.create_task_group() as tg:
         for i in range(agents):

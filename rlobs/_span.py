@@ -1,7 +1,8 @@
 """Span scopes: ``with run.span(name):`` times a block as a span of the current step.
 
 The innermost open span of the current context (thread or task) is the parent of every
-span recorded inside it, by a scope or by :meth:`rlobs.Run.record_span`.
+span of the same run recorded inside it, by a scope or by :meth:`rlobs.Run.record_span`
+(a span of another run, e.g. a child run's first span inside its parent's span, has none).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from typing import Any
 
 from ._clock import _WALL_OFFSET_NS, _now_ns
 
-_current_span: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+_current_span: contextvars.ContextVar[tuple[object, int] | None] = contextvars.ContextVar(
     "rlobs_current_span", default=None
 )
+"""``(owner, span_id)``: the innermost open span and the run it belongs to (its id source)."""
 
 AddSpan = Callable[[str, int, int, Any, int, "int | None", "str | None"], None]
 """``add(name, start_ns, end_ns, attributes, span_id, parent_span_id, error)``."""
@@ -24,9 +26,13 @@ AddUsage = Callable[["str | None", float, float, "float | None"], None]
 _UNSET: Any = object()
 
 
-def current_span_id() -> int | None:
-    """The id of the innermost span open in this context, if any."""
-    return _current_span.get()
+def current_span_id(owner: object = None) -> int | None:
+    """The id of the innermost span open in this context, if any (of ``owner``'s, a run's
+    span-id source, when given)."""
+    current = _current_span.get()
+    if current is None or (owner is not None and current[0] is not owner):
+        return None
+    return current[1]
 
 
 class SpanScope:
@@ -45,7 +51,7 @@ class SpanScope:
         self._start = 0
         self._id = 0
         self._parent: int | None = None
-        self._token: contextvars.Token[int | None] | None = None
+        self._token: contextvars.Token[tuple[object, int] | None] | None = None
 
     def set(self, **attributes: Any) -> None:
         """Add attributes to the span."""
@@ -84,19 +90,21 @@ class SpanScope:
         return self._id
 
     def __enter__(self) -> SpanScope:
-        self._parent = _current_span.get()
+        current = _current_span.get()
+        self._parent = current[1] if current is not None and current[0] is self._ids else None
         self._id = self._ids()
-        self._token = _current_span.set(self._id)
+        self._token = _current_span.set((self._ids, self._id))
         self._start = _now_ns()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         end = _now_ns()
-        span_id = _current_span.get()
+        span_id = self._id
         if self._token is not None:
             _current_span.reset(self._token)
-        if span_id is None:
+            self._token = None
+        if not span_id:
             return
         error = None if exc is None else f"{type(exc).__name__}: {exc}"
         self._add(self._name, self._start + _WALL_OFFSET_NS, end + _WALL_OFFSET_NS,

@@ -2,9 +2,12 @@
 
 The same tree the OpenTelemetry sink sends — run → step → span — as complete (``"X"``)
 events, with no server. Each run is one process (``pid``). Slices on one track must nest
-or be disjoint, so events go on track 1 when they nest there (the run, its steps, their
-spans) and otherwise on the next track where they do (spans from other threads that
-overlap their siblings, a span that crosses a step boundary). Times are µs from the
+or be disjoint, and a viewer takes the slice around another as its parent, so events go on
+track 1 when they nest there in their own parent — the run, its steps, their spans, each
+span in the span the log records as its parent — and otherwise on the next track where
+they do (spans of concurrent tasks or threads that overlap their siblings, a span that
+crosses a step boundary; a span whose parent is elsewhere starts a track of its own rather
+than sit in another task's span). Times are µs from the
 earliest run's start; a step runs from the previous step (or the run's start) to its own
 time, as in the OpenTelemetry sink.
 """
@@ -22,12 +25,13 @@ from ._reader import RunLog, read_run
 
 
 def _slice(name: str, cat: str, start_ns: int, end_ns: int, origin_ns: int,
-           args: dict[str, Any]) -> dict[str, Any]:
+           args: dict[str, Any], key: Any = None, parent: Any = None) -> dict[str, Any]:
     end_ns = max(start_ns, end_ns)
-    # "_start"/"_end": exact ns for track assignment (µs floats could round across bounds).
+    # "_start"/"_end": exact ns for track assignment (µs floats could round across bounds);
+    # "_key"/"_parent": which slice this is and which one it must sit in.
     return {"name": name, "cat": cat, "ph": "X", "ts": (start_ns - origin_ns) / 1000,
             "dur": (end_ns - start_ns) / 1000, "args": args, "_start": start_ns,
-            "_end": end_ns}
+            "_end": end_ns, "_key": key, "_parent": parent}
 
 
 def _step_args(step: Step) -> dict[str, Any]:
@@ -55,16 +59,19 @@ def run_slices(log: RunLog, origin_ns: int) -> list[dict[str, Any]]:
     end_ns = log.end.time_ns if log.end is not None else log.last_seen_ns
     status = log.end.status.value if log.end is not None else "no end recorded"
     slices = [_slice(start.name, "run", start.time_ns, end_ns, origin_ns,
-                     {"run_id": start.run_id, "status": status, **_end_args(log.end)})]
+                     {"run_id": start.run_id, "status": status, **_end_args(log.end)},
+                     ("run", None))]
     last = start.time_ns
     for event in log.events:
         if isinstance(event, Step):
             slices.append(_slice(f"step {event.step}", "step", last, event.time_ns, origin_ns,
-                                 _step_args(event)))
+                                 _step_args(event), ("step", event.step)))
             last = event.time_ns
         elif isinstance(event, Span):
             slices.append(_slice(event.name, "span", event.start_ns, event.end_ns, origin_ns,
-                                 _span_args(event)))
+                                 _span_args(event), ("span", event.span_id),
+                                 ("span", event.parent_span_id) if event.parent_span_id
+                                 else None))
     return slices
 
 
@@ -75,22 +82,35 @@ def _end_args(end: RunEnd | None) -> dict[str, Any]:
             "error": end.error or ""}
 
 
+def _fits(item: dict[str, Any], top: Any) -> bool:
+    """Whether ``item`` may sit directly inside the slice ``top`` (``None``: none)."""
+    if item["_parent"] is not None:  # a nested span: inside its own parent only
+        return bool(top == item["_parent"])
+    if item["cat"] == "span":  # a top-level span: inside a step or the run, not a span
+        return top is None or top[0] != "span"
+    return top is None or top[0] == "run"
+
+
 def assign_tracks(slices: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Give each slice a ``tid`` so that slices on one track nest or are disjoint."""
+    """Give each slice a ``tid`` so that slices on one track nest or are disjoint, and a
+    span that nests on a track nests there in its own parent (the one its log records),
+    never in another task's span that happens to enclose it in time."""
     ordered = sorted(slices, key=lambda s: (s["_start"], -s["_end"]))
-    stacks: list[list[int]] = []  # per track: end times of the open slices
+    stacks: list[list[tuple[int, Any]]] = []  # per track: (end, key) of the open slices
     for item in ordered:
         start, end = item.pop("_start"), item.pop("_end")
         for track, stack in enumerate(stacks):
-            while stack and stack[-1] <= start:
+            while stack and stack[-1][0] <= start:
                 stack.pop()
-            if not stack or end <= stack[-1]:
-                stack.append(end)
+            top = stack[-1] if stack else None
+            if (top is None or end <= top[0]) and _fits(item, top and top[1]):
+                stack.append((end, item["_key"]))
                 item["tid"] = track + 1
                 break
         else:
-            stacks.append([end])
+            stacks.append([(end, item["_key"])])
             item["tid"] = len(stacks)
+        del item["_key"], item["_parent"]
     return ordered
 
 

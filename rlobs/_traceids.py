@@ -20,8 +20,6 @@ import hashlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._span import current_span_id
-
 if TYPE_CHECKING:
     from ._run import Run
 
@@ -113,7 +111,7 @@ def _live_span(run: Run) -> Any:
         def get_span_context(self) -> trace.SpanContext:
             step = run.steps
             kept = step < first or (every > 0 and step % every == 0)
-            inner = current_span_id()
+            inner = run.current_span_id
             span_id = ids.step(step) if inner is None else ids.span(inner)
             flags = trace.TraceFlags(trace.TraceFlags.SAMPLED if kept else 0)
             trace_id = ids.trace_of(ids.window_of(step, window_steps))

@@ -90,3 +90,6 @@ def test_async_agents(runs_dir: Path, backend: str) -> None:
         assert log.start.parent_id == team.start.run_id
         assert len(log.steps) == 4 and len(log.spans) == 12
         assert {s.run_id for s in log.spans} == {log.start.run_id}
+        assert all(s.metrics["llm.calls"] == 1 and s.metrics["llm.cost_usd"] > 0
+                   for s in log.steps)
+        assert _summary(log)["llm.calls_total"] == 4

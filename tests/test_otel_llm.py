@@ -192,3 +192,25 @@ def test_jsonl_keeps_what_the_otel_sink_maps(runs_dir: Path) -> None:
     (span,) = rlobs.read_run(runs_dir / f"{run.run_id}.jsonl").spans
     assert span.attributes["rlobs.kind"] == "llm"
     assert span.attributes["gen_ai.usage.input_tokens"] == 10
+
+
+def test_token_usage_histogram_in_otel_metrics() -> None:
+    """With OTel metrics on, LLM tokens go to gen_ai.client.token.usage by type and model."""
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    reader = InMemoryMetricReader()
+    sink = OtelSink(exporter=InMemorySpanExporter(), metric_reader=reader)
+    with rlobs.Hub([sink], heartbeat_s=0, provenance=False) as hub, hub.run("bot") as run:
+        chat("abc")
+        chat("d")
+        run.step(0.0)
+        hub.flush()
+        data = reader.get_metrics_data()
+    assert data is not None
+    (usage,) = [m for rm in data.resource_metrics for sm in rm.scope_metrics
+                for m in sm.metrics if m.name == "gen_ai.client.token.usage"]
+    points = {dict(p.attributes or {})["gen_ai.token.type"]: p for p in usage.data.data_points}
+    assert (points["input"].count, points["input"].sum) == (2, 40)
+    assert (points["output"].count, points["output"].sum) == (2, 14)
+    assert dict(points["input"].attributes or {})["gen_ai.request.model"] == "tiny-llm"

@@ -95,3 +95,24 @@ def test_default_output_sits_next_to_the_log(runs_dir: Path) -> None:
     assert _cli.main(["export-trace", str(path)]) == 0
     document = json.loads(path.with_suffix(".trace.json").read_text())
     assert document["traceEvents"][0]["args"]["name"].startswith("trace-demo")
+
+
+def test_a_span_nests_in_its_own_parent_not_anothers(runs_dir: Path,
+                                                      tmp_path: Path) -> None:
+    """Two tasks' turns overlap; a call of the second turn that also lies inside the first
+    sits in its own turn, on the second turn's track."""
+    with rlobs.Hub(["jsonl"], heartbeat_s=0, provenance=False) as hub, \
+            hub.run("agents") as run:
+        t0 = wall_ns()
+        first = run.record_span("turn.a", t0, t0 + 10_000_000, parent_span_id=None)
+        second = run.record_span("turn.b", t0 + 1_000_000, t0 + 12_000_000,
+                                 parent_span_id=None)
+        run.record_span("llm.b", t0 + 2_000_000, t0 + 3_000_000, parent_span_id=second)
+        run.record_span("llm.a", t0 + 4_000_000, t0 + 5_000_000, parent_span_id=first)
+        time.sleep(0.013)
+        run.step(0.0)
+    (path,) = runs_dir.glob("*.jsonl")
+    by_name = {s["name"]: s for s in _export(path, tmp_path / "trace.json")}
+    assert by_name["turn.a"]["tid"] != by_name["turn.b"]["tid"]
+    assert by_name["llm.b"]["tid"] == by_name["turn.b"]["tid"]
+    assert by_name["llm.a"]["tid"] == by_name["turn.a"]["tid"]

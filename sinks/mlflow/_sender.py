@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlobs import Delivery, RunEnd, RunStart, redact_uri
+from rlobs import Delivery, RunEnd, RunStart, TraceIds, redact_uri
 from rlobs._log import logger
 
 from ._aggregate import Point
@@ -44,6 +44,8 @@ _STATUS = {"finished": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
 MISSING_TAG = "rlobs.missing"
 """Set on a run ended with data that never reached MLflow: what is missing and why."""
 _FINISHED_KEPT = 10_000
+_MAX_WINDOW_LINKS = 1000
+"""Live-window traces of one run linked to its MLflow run (the first ones)."""
 
 
 @dataclass(eq=False)
@@ -499,6 +501,8 @@ class Sender:
         kind, payload = state.jobs[0]
         if kind == "dataset":
             self.store.log_dataset(state.mlflow_id, **payload)
+        else:
+            self.store.log_model(state.mlflow_id, payload)
         with self._cond:
             state.jobs.popleft()
 
@@ -541,10 +545,25 @@ class Sender:
                     raise
                 self.failed_requests += 1
         end = state.end
+        self._link_windows(state)
         self.store.terminate(state.mlflow_id, _STATUS[end.status.value],
                              end.time_ns // 1_000_000)
         with self._cond:
             self._forget(state)
+
+    def _link_windows(self, state: RunState) -> None:
+        """Link the live-window traces of a long run (the otel sink's) to its run too."""
+        otel = (state.start.sinks or {}).get("otel") or {}
+        window = otel.get("window_steps")
+        if not otel.get("trace_id") or not isinstance(window, int) or window <= 0 \
+                or state.end is None or state.mlflow_id is None:
+            return
+        ids = TraceIds.of(state.start.run_id, state.start.resumed_at)
+        first = max(1, TraceIds.window_of(state.start.resumed_at or 0, window))
+        last = TraceIds.window_of(max(state.end.steps - 1, 0), window)
+        traces = [f"{ids.trace_of(w):032x}" for w in range(first, last + 1)]
+        for offset in range(0, min(len(traces), _MAX_WINDOW_LINKS), 100):  # 100 per call
+            self.store.link_traces(state.mlflow_id, traces[offset:offset + 100])
 
 
 class _Unreachable(Exception):

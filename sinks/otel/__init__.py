@@ -386,10 +386,11 @@ class OtelSink(Sink):
         self._flusher = self._bounded(self._provider.force_flush, self.flush_timeout_s,
                                       "rlobs-otel-flush")
 
-    def start_context(self, event: RunStart) -> dict[str, str]:
-        """The run's trace id, recorded in its start for other sinks (the MLflow sink
-        links the trace to its run) and for people reading the log."""
-        return {"trace_id": TraceIds.of(event.run_id, event.resumed_at).trace_hex}
+    def start_context(self, event: RunStart) -> dict[str, Any]:
+        """The run's trace id and steps per live window, recorded in its start for other
+        sinks (the MLflow sink links the traces to its run) and for people reading it."""
+        return {"trace_id": TraceIds.of(event.run_id, event.resumed_at).trace_hex,
+                "window_steps": self.window_steps}
 
     def probe(self) -> str | None:
         """Whether the endpoint answers: ``None`` if a TCP connection to its host and port
