@@ -14,7 +14,8 @@
 Nothing here keeps state between calls in a worker process (Ray reuses them): each
 :func:`worker_run` opens a fresh run on the process's hub, which is built from the
 process's own environment. ``import rlobs`` never imports ray; this module imports
-``ray`` itself and ``ray.tune`` / ``ray.rllib`` only when their callback is asked for.
+``ray`` when a worker run is made, and ``ray.tune`` / ``ray.rllib`` only when their
+callback is asked for.
 """
 
 from __future__ import annotations
