@@ -126,10 +126,7 @@ def test_worker_env_carries_the_sinks_and_the_parent(tmp_path: Path,
     env = worker_env("parent-1", env={"RLOBS_JSONL_DIR": "runs", "MLFLOW_TRACKING_URI": "x",
                                       "OTEL_EXPORTER_OTLP_ENDPOINT": "y", "HOME": "/root"})
     assert env == {"RLOBS_JSONL_DIR": str(tmp_path / "runs"), "MLFLOW_TRACKING_URI": "x",
-                   "OTEL_EXPORTER_OTLP_ENDPOINT": "y", "RLOBS_PARENT_ID": "parent-1",
-                   "RAY_kill_child_processes_on_worker_exit": "0"}
-    assert "RAY_kill_child_processes_on_worker_exit" not in worker_env(env={},
-                                                                       keep_shipper=False)
+                   "OTEL_EXPORTER_OTLP_ENDPOINT": "y", "RLOBS_PARENT_ID": "parent-1"}
 
 
 def test_bad_arguments_fail_clearly() -> None:
