@@ -85,7 +85,7 @@ description, error, links."""
 class _RunTrace:
     """One open run: its span and what its steps still need."""
 
-    __slots__ = ("attrs_dropped", "attrs_used", "done", "family", "ids", "last_ns",
+    __slots__ = ("attrs_dropped", "attrs_used", "done", "family", "held", "ids", "last_ns",
                  "next_step", "parked", "parked_count", "pending", "root", "skipped_spans",
                  "skipped_steps", "start", "waiting", "window_reward", "window_start")
 
@@ -100,6 +100,7 @@ class _RunTrace:
         self.pending: dict[int, list[Span]] = {}  # top spans waiting for their step
         self.waiting: dict[int, list[Span]] = {}  # spans waiting for their parent span
         self.done: OrderedDict[int, bool] = OrderedDict()  # built span ids → kept
+        self.held = 0  # span events in pending and waiting
         self.skipped_steps = 0
         self.skipped_spans = 0
         self.parked: dict[int, list[_Built]] = {}  # window → spans waiting for its root
@@ -109,10 +110,16 @@ class _RunTrace:
         self.attrs_used = attrs_used
         self.attrs_dropped = attrs_dropped
 
-    @property
-    def held(self) -> int:
-        """Span events waiting for their step or parent."""
-        return sum(map(len, self.pending.values())) + sum(map(len, self.waiting.values()))
+    def hold(self, table: dict[int, list[Span]], key: int, event: Span) -> None:
+        """Keep ``event`` in ``pending`` or ``waiting`` under ``key``."""
+        table.setdefault(key, []).append(event)
+        self.held += 1
+
+    def take(self, table: dict[int, list[Span]], key: int) -> list[Span]:
+        """What ``pending`` or ``waiting`` holds under ``key``, no longer held."""
+        events = table.pop(key, [])
+        self.held -= len(events)
+        return events
 
 
 class RunTracer:
@@ -200,7 +207,7 @@ class RunTracer:
         run.next_step = event.step + 1
         run.window_reward += event.reward if event.reward == event.reward else 0.0
         self._release_orphans(run, event.step)
-        spans = run.pending.pop(event.step, [])
+        spans = run.take(run.pending, event.step)
         kept = self._sampling.keep(event.step)
         trace_id, parent = self._step_home(run, event.step)
         if kept:
@@ -254,14 +261,14 @@ class RunTracer:
             if kept is not None:  # the parent was built already (recorded out of order)
                 self._tree(run, event, run.ids.span(parent) if kept else None, trace_id)
             elif self._hold(run):
-                run.waiting.setdefault(parent, []).append(event)
+                run.hold(run.waiting, parent, event)
             else:  # over the limit: built now, its parent's id known all the same
                 self._tree(run, event, run.ids.span(parent) if keep else None, trace_id)
         elif event.step < run.next_step or not self._hold(run):
             # its step came first (recorded on another thread), or too much waits already
             self._tree(run, event, run.ids.step(event.step) if keep else None, trace_id)
         else:
-            run.pending.setdefault(event.step, []).append(event)
+            run.hold(run.pending, event.step, event)
 
     def _hold(self, run: _RunTrace) -> bool:
         if run.held < self._max_pending:
@@ -307,10 +314,10 @@ class RunTracer:
             trace_id, parent = self._step_home(run, step)
             if unfinished and step == run.next_step:
                 parent = run.ids.step(step)
-            for span in run.pending.pop(step):
+            for span in run.take(run.pending, step):
                 self._tree(run, span, parent, trace_id)
         for parent in list(run.waiting):  # parents never recorded: under their step
-            for span in run.waiting.pop(parent, []):
+            for span in run.take(run.waiting, parent):
                 self._tree(run, span, run.ids.step(span.step)
                            if self._sampling.keep(span.step) else None,
                            self._step_home(run, span.step)[0])
@@ -354,7 +361,7 @@ class RunTracer:
         # Spans of a step that never arrived (dropped by a full queue) go under its window.
         for index in [k for k in run.pending if k < step]:
             trace_id, parent = self._step_home(run, index)
-            for span in run.pending.pop(index):
+            for span in run.take(run.pending, index):
                 self._tree(run, span, parent, trace_id)
 
     def _tree(self, run: _RunTrace, event: Span, parent: int | None, trace_id: int) -> None:
@@ -373,7 +380,7 @@ class RunTracer:
                            span.start_ns, span.end_ns,
                            attributes.span_attributes(span, self._limit, self._max_len),
                            span.error, span.error)
-            children = run.waiting.pop(span.span_id, [])
+            children = run.take(run.waiting, span.span_id)
             stack.extend((child, own if under is not None else None) for child in children)
 
     def _emit(self, run: _RunTrace, name: str, trace_id: int, parent: int, span_id: int,
