@@ -2,10 +2,11 @@
 
 Two tables, each against its bare env measured in the same run (interleaved trials,
 medians): per env step of one CartPole, and per vector step of a ``SyncVectorEnv`` of
-``--n-envs`` CartPoles (default 1,024) under ``RecordVectorEpisodes``.
+``--n-envs`` CartPoles (default 1,024) under ``RecordVectorEpisodes``, the bare and
+wrapped vector envs taking turns of ``--chunk`` steps (with the median of paired ratios).
 
     PYTHONPATH=. python benchmarks/bench_hooks.py [--steps 20000] [--trials 5]
-        [--n-envs 1024] [--vector-steps 200]
+        [--n-envs 1024] [--rounds 40] [--chunk 10]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -58,31 +60,69 @@ CASES: dict[str, Callable[[int, str], float]] = {
 }
 
 
-def vector_loop(env: gym.vector.VectorEnv, steps: int) -> float:  # type: ignore[type-arg]
-    """µs per vector step of a fixed-action loop (sub-envs auto-reset)."""
-    actions = np.arange(env.num_envs) & 1
-    env.reset(seed=0)
+def vector_chunk(env: gym.vector.VectorEnv, actions: np.ndarray, steps: int) -> float:  # type: ignore[type-arg]
+    """µs per vector step over ``steps`` steps of a fixed-action loop (auto-reset)."""
     start = time.perf_counter_ns()
     for t in range(steps):
         env.step(actions ^ (t & 1))
     return (time.perf_counter_ns() - start) / steps / 1e3
 
 
-def vector_bare(n_envs: int) -> Callable[[int, str], float]:
-    def measure(steps: int, directory: str) -> float:
-        return vector_loop(gym.make_vec("CartPole-v1", num_envs=n_envs,
-                                        vectorization_mode="sync"), steps)
-    return measure
+class Timed(gym.vector.VectorWrapper):
+    """Adds up the time spent in the env it wraps (the hook's own time is the rest)."""
+
+    def __init__(self, env: gym.vector.VectorEnv) -> None:  # type: ignore[type-arg]
+        super().__init__(env)
+        self.inner_ns = 0
+
+    def step(self, actions: Any) -> Any:
+        start = time.perf_counter_ns()
+        try:
+            return self.env.step(actions)
+        finally:
+            self.inner_ns += time.perf_counter_ns() - start
 
 
-def vector_wrapped(n_envs: int, per_env_metrics: bool) -> Callable[[int, str], float]:
-    def measure(steps: int, directory: str) -> float:
-        env = gym.make_vec("CartPole-v1", num_envs=n_envs, vectorization_mode="sync")
-        with Hub(["jsonl"], heartbeat_s=0, handle_signals=False, provenance=False,
-                 env={"RLOBS_JSONL_DIR": directory}) as hub, hub.run("bench"):
-            return vector_loop(RecordVectorEpisodes(env, per_env_metrics=per_env_metrics),
-                               steps)
-    return measure
+def hook_own_us(n_envs: int, steps: int, directory: str) -> float:
+    """µs per vector step that RecordVectorEpisodes spends outside the env's own step."""
+    timed = Timed(gym.make_vec("CartPole-v1", num_envs=n_envs, vectorization_mode="sync"))
+    env = RecordVectorEpisodes(timed)
+    actions = np.arange(n_envs) & 1
+    with Hub(["jsonl"], heartbeat_s=0, handle_signals=False, provenance=False,
+             env={"RLOBS_JSONL_DIR": directory}) as hub, hub.run("bench"):
+        env.reset(seed=0)
+        start = time.perf_counter_ns()
+        for t in range(steps):
+            env.step(actions ^ (t & 1))
+        total = time.perf_counter_ns() - start
+    env.close()
+    return (total - timed.inner_ns) / steps / 1e3
+
+
+def vector_trials(n_envs: int, rounds: int, chunk: int, directory: str
+                  ) -> dict[str, list[float]]:
+    """Bare and wrapped vector envs side by side, ``chunk`` steps each in turn, so load
+    from other jobs falls on every case alike."""
+    make = lambda: gym.make_vec("CartPole-v1", num_envs=n_envs,  # noqa: E731
+                                vectorization_mode="sync")
+    cases: dict[str, gym.vector.VectorEnv] = {  # type: ignore[type-arg]
+        f"SyncVectorEnv x{n_envs} (baseline)": make(),
+        "RecordVectorEpisodes, jsonl": RecordVectorEpisodes(make()),
+        "RecordVectorEpisodes, jsonl, per_env_metrics=False": RecordVectorEpisodes(
+            make(), per_env_metrics=False),
+    }
+    actions = np.arange(n_envs) & 1
+    out: dict[str, list[float]] = {name: [] for name in cases}
+    with Hub(["jsonl"], heartbeat_s=0, handle_signals=False, provenance=False,
+             env={"RLOBS_JSONL_DIR": directory}) as hub, hub.run("bench"):
+        for env in cases.values():
+            env.reset(seed=0)
+        for _ in range(rounds):
+            for name, env in cases.items():
+                out[name].append(vector_chunk(env, actions, chunk))
+    for env in cases.values():
+        env.close()
+    return out
 
 
 def table(title: str, unit: str, results: dict[str, list[float]]) -> None:
@@ -101,27 +141,30 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--n-envs", type=int, default=1024)
-    parser.add_argument("--vector-steps", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--chunk", type=int, default=10)
     args = parser.parse_args()
-    vector_cases = {
-        f"SyncVectorEnv x{args.n_envs} (baseline)": vector_bare(args.n_envs),
-        "RecordVectorEpisodes, jsonl": vector_wrapped(args.n_envs, True),
-        "RecordVectorEpisodes, jsonl, per_env_metrics=False": vector_wrapped(args.n_envs,
-                                                                             False),
-    }
     results: dict[str, list[float]] = {name: [] for name in CASES}
-    vector: dict[str, list[float]] = {name: [] for name in vector_cases}
     with tempfile.TemporaryDirectory() as directory:
         for _ in range(args.trials):
             for name, case in CASES.items():
                 results[name].append(case(args.steps, directory))
-            for name, case in vector_cases.items():
-                vector[name].append(case(args.vector_steps, directory))
+        vector = vector_trials(args.n_envs, args.rounds, args.chunk, directory)
     table(f"CartPole-v1, {args.steps:,} steps x {args.trials} trials, median µs/step",
           "µs/step", results)
-    table(f"SyncVectorEnv of {args.n_envs:,} CartPole-v1, {args.vector_steps:,} vector "
-          f"steps x {args.trials} trials, median µs per vector step",
+    table(f"SyncVectorEnv of {args.n_envs:,} CartPole-v1, {args.rounds} rounds of "
+          f"{args.chunk} vector steps per case, median µs per vector step",
           "µs/vector step", vector)
+    base = next(iter(vector.values()))
+    for name, values in list(vector.items())[1:]:
+        paired = statistics.median(v / b for v, b in zip(values, base, strict=True))
+        print(f"{name}: median of paired ratios to the baseline {paired:.3f}")
+    with tempfile.TemporaryDirectory() as directory:
+        own = [hook_own_us(args.n_envs, args.rounds * args.chunk // 4, directory)
+               for _ in range(args.trials)]
+    print(f"RecordVectorEpisodes' own work (outside the env's step), jsonl: median "
+          f"{statistics.median(own):.1f} µs per vector step = "
+          f"{statistics.median(own) / statistics.median(base):.2%} of the bare step")
 
 
 if __name__ == "__main__":

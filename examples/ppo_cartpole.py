@@ -120,7 +120,8 @@ def main() -> None:
     env = RecordEpisodes(gym.make("CartPole-v1"), span="env.step")
     model = ActorCritic(4, 2)
     opt = Adam(list(model.parameters()), lr=args.lr)
-    with rlobs.run("ppo-cartpole", params=params, tags={"algo": "ppo"}) as run:
+    with rlobs.run("ppo-cartpole", params=params, tags={"algo": "ppo"},
+                   experiment="cartpole") as run:
         first, _ = env.reset(seed=args.seed)
         obs = torch.as_tensor(first, dtype=torch.float32)
         for iteration in range(args.iterations):

@@ -53,8 +53,8 @@ def act(run: rlobs.Run, actor: CompiledActor, steps: int, batch_size: int = 1,
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, act for ``--steps`` steps inside a run, print what ran."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--backend", default=None, help="auto, script, compile, eager, "
-                        "cudagraph (default: RLOBS_ACTOR_BACKEND, else auto)")
+    parser.add_argument("--backend", default=None, help="auto, onnx, export, script, compile, "
+                        "cudagraph, eager (default: RLOBS_ACTOR_BACKEND, else auto)")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=1)
     args = parser.parse_args(argv)

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -19,11 +22,13 @@ from rich.table import Table
 from . import environment_variables as ev
 from ._exceptions import RlobsError
 from ._hub import Hub
+from ._log import NAME as LOGGER_NAME
 from ._params import redact_uri
 from ._reader import RunLog, read_run
-from ._records import deliveries, shipper_statuses
+from ._records import deliveries, delivery_file, shipper_statuses
 from ._registry import registered_sinks, selected_names
-from ._tally import LATEST, RESULT_PREFIX, RunTally, resolve_run
+from ._sink import Sink
+from ._tally import LATEST, RESULT_PREFIX, RunTally, log_dir, resolve_run
 
 COMMANDS = "rlobs.commands"
 
@@ -44,17 +49,64 @@ def errors() -> Console:
     return _errors
 
 
-def status_table(hub: Hub) -> Table:
-    """A table of a hub's sinks: availability, detail and counters."""
+def status_table(hub: Hub, *, probes: Mapping[str, str | None] | None = None,
+                 shipped: Mapping[str, tuple[int, int]] | None = None) -> Table:
+    """A table of a hub's sinks: availability, detail and counters.
+
+    Args:
+        hub: the hub whose sinks to show.
+        probes: per sink, :meth:`rlobs.Sink.probe`'s answer (a reason marks it not
+            available).
+        shipped: per sink, (delivered, lost) over the log directory's runs, which replace
+            the hub's own counters (a status hub ships nothing itself).
+    """
     table = Table(title="sinks")
     for column in ("sink", "available", "detail", "delivered", "dropped", "errors"):
         # fold, never truncate: a detail is often a path or URI that matters whole
         table.add_column(column, overflow="fold")
     for s in hub.status():
-        table.add_row(s.name, "yes" if s.available else "[red]no[/red]",
-                      redact_uri(s.detail or ""), str(s.delivered), str(s.dropped),
+        why = (probes or {}).get(s.name)
+        delivered, dropped = (shipped or {}).get(s.name, (s.delivered, s.dropped))
+        table.add_row(s.name, "yes" if s.available and not why else "[red]no[/red]",
+                      escape(redact_uri(why or s.detail or "")), f"{delivered:,}",
+                      f"{dropped:,}",
                       str(s.errors) + (f" ({s.last_error})" if s.last_error else ""))
     return table
+
+
+def probe_all(hub: Hub) -> dict[str, str | None]:
+    """Each sink's :meth:`rlobs.Sink.probe` answer, checked side by side (each bounded
+    by the sink); a probe that raises says so."""
+    def one(sink: Sink) -> str | None:
+        try:
+            return sink.probe()
+        except Exception as exc:  # a plug-in's probe must not break status
+            return f"probe failed: {type(exc).__name__}: {exc}"
+
+    sinks = [s for s in hub.sinks if s.enabled]
+    with ThreadPoolExecutor(max_workers=max(1, len(sinks))) as pool:
+        return dict(zip([s.name for s in sinks], pool.map(one, sinks), strict=True))
+
+
+def shipped_counts(directory: Path) -> dict[str, tuple[int, int]]:
+    """Per sink, (events delivered, values lost) over the runs of ``directory``: a live
+    shipper's report where one ships the run, else the run's delivery record."""
+    per_run: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in delivery_file(directory, "_").parent.glob("*.json"):
+        for sink, entry in deliveries(directory, path.stem).items():
+            per_run[(path.stem, sink)] = entry
+    for report in shipper_statuses(directory):
+        if report.get("exited") or not _pid_alive(int(report.get("pid", 0))):
+            continue  # its runs' records are final
+        for run_id, run in report.get("runs", {}).items():
+            for sink, entry in run.get("sinks", {}).items():
+                per_run[(run_id, sink)] = entry
+    out: dict[str, tuple[int, int]] = {}
+    for (_, sink), entry in per_run.items():
+        delivered, lost = out.get(sink, (0, 0))
+        out[sink] = (delivered + int(entry.get("delivered", 0)),
+                     lost + int(entry.get("lost", 0)))
+    return out
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -64,11 +116,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     names = selected_names()
     _console.print(f"selected sinks: {', '.join(names) or '(none)'}; "
                    f"registered: {', '.join(sorted(registered_sinks()))}")
+    directory = log_dir()
     # Every sink opened here, to say whether it can run at all; no shipper is started.
     with Hub(names, heartbeat_s=0, handle_signals=False, shipper=False) as hub:
-        _console.print(status_table(hub))
-        ok = all(s.available for s in hub.status())
-    directory = Path(os.environ.get(ev.RLOBS_JSONL_DIR) or "rlobs-runs")
+        probes = probe_all(hub)
+        _console.print(status_table(hub, probes=probes, shipped=shipped_counts(directory)))
+        ok = all(s.available and not probes.get(s.name) for s in hub.status())
     for table in shipper_tables(directory):
         _console.print(table)
     return 0 if ok else 1
@@ -115,8 +168,9 @@ def _pid_alive(pid: int) -> bool:
 def register_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``rlobs status``."""
     parser = sub.add_parser("status", help="which sinks the environment selects, whether "
-                            "each is available (exit 1 if one is not), and what the "
-                            "shipper still has to ship, per run and sink")
+                            "each is available and its server reachable (exit 1 if one is "
+                            "not), what reached each, and what the shipper still has to "
+                            "ship, per run and sink")
     parser.set_defaults(func=_cmd_status)
 
 
@@ -219,8 +273,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _ErrorsHandler(logging.Handler):
+    """Renders rlobs' warnings and errors on the CLI's stderr console (never stdout)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            style = "red" if record.levelno >= logging.ERROR else "yellow"
+            _errors.print(f"[{style}]{record.levelname.lower()}:[/{style}] "
+                          f"{escape(record.getMessage())}")
+        except Exception:
+            self.handleError(record)
+
+
+def configure_logging() -> None:
+    """Give rlobs' log records the CLI's own rendering on stderr, unless logging is
+    configured already (an application calling ``main`` keeps its handlers)."""
+    log = logging.getLogger(LOGGER_NAME)
+    if logging.getLogger().handlers or any(isinstance(h, _ErrorsHandler) for h in log.handlers):
+        return
+    if not log.handlers:
+        handler = _ErrorsHandler(logging.WARNING)
+        log.addHandler(handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rlobs`` console script."""
+    configure_logging()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -281,8 +281,6 @@ class Run:
                 the record carries the last index. Not a positive int: counted, taken
                 as 1.
         """
-        if episodes is not _ZERO or env_steps is not _ONE:  # identity: the usual call
-            episodes, env_steps = self._counts(episodes, env_steps)
         if reward.__class__ is not float:
             reward = self._coerce_reward(reward)
         if metrics:
@@ -301,6 +299,49 @@ class Run:
         if done is not False or truncated is not False:  # identity checks: the usual call
             done, truncated = self._flag(done, "done"), self._flag(truncated, "truncated")
             ended = done or truncated
+        if episodes is not _ZERO or env_steps is not _ONE:  # identity: the usual call
+            self._step_counted(reward, clean, check, done, truncated, ended,
+                               *self._counts(episodes, env_steps))
+            return
+        with self._lock:
+            if not self._open:
+                self._ignored += 1
+                if self._ignored == 1:
+                    self._ignoring()
+                return
+            index = self._steps
+            total = self._total + reward
+            episode = self._episodes
+            ep_return = self._ep_return + reward
+            pending = self._pending
+            if ended:
+                # The append is the step's commit point: a signal before it records
+                # nothing, after it the step is whole (the end counts what was appended).
+                pending.append(StepLine(self.run_id, index, reward, total, clean, done,
+                                        truncated, episode, ep_return,
+                                        index + 1 - self._ep_first,
+                                        _now_ns() + _WALL_OFFSET_NS, 1, 1))
+                self._episodes = episode + 1
+                self._ep_return = 0.0
+                self._ep_first = index + 1
+            else:
+                pending.append(StepLine(self.run_id, index, reward, total, clean, False,
+                                        False, episode, None, None,
+                                        _now_ns() + _WALL_OFFSET_NS, 1, 1))
+                self._ep_return = ep_return
+            self._steps = index + 1
+            self._total = total
+            if check - check != 0:  # NaN or infinity: the writer must look closely
+                self._file.careful = True  # type: ignore[union-attr]
+            queued = len(pending)
+        if queued >= BACKLOG:
+            self._write_backlog()
+
+    def _step_counted(self, reward: float, clean: dict[str, float], check: Any, done: bool,
+                      truncated: bool, ended: bool, episodes: int, env_steps: int) -> None:
+        """:meth:`step` with ``episodes``/``env_steps`` (kept apart so that the usual call
+        pays one identity check for them): the line carries the last index it stands
+        for, and the episodes it ended count from it on."""
         with self._lock:
             if not self._open:
                 self._ignored += 1
@@ -315,22 +356,14 @@ class Run:
             episode = self._episodes + episodes
             ep_return = self._ep_return + reward
             pending = self._pending
+            length = index + 1 - self._ep_first if ended else None
+            pending.append(StepLine(self.run_id, index, reward, total, clean, done,
+                                    truncated, episode, ep_return if ended else None,
+                                    length, _now_ns() + _WALL_OFFSET_NS, env_steps, 1))
+            self._episodes = episode + ended
+            self._ep_return = 0.0 if ended else ep_return
             if ended:
-                # The append is the step's commit point: a signal before it records
-                # nothing, after it the step is whole (the end counts what was appended).
-                pending.append(StepLine(self.run_id, index, reward, total, clean, done,
-                                        truncated, episode, ep_return,
-                                        index + 1 - self._ep_first,
-                                        _now_ns() + _WALL_OFFSET_NS, env_steps, 1))
-                self._episodes = episode + 1
-                self._ep_return = 0.0
                 self._ep_first = index + 1
-            else:
-                pending.append(StepLine(self.run_id, index, reward, total, clean, False,
-                                        False, episode, None, None,
-                                        _now_ns() + _WALL_OFFSET_NS, env_steps, 1))
-                self._episodes = episode
-                self._ep_return = ep_return
             self._steps = index + 1
             self._total = total
             if check - check != 0:  # NaN or infinity: the writer must look closely

@@ -123,6 +123,12 @@ class Sink:
         """A short, human-readable state for ``Hub.status()`` (e.g. "retrying in 4s")."""
         return None
 
+    def probe(self) -> str | None:
+        """Check now, for ``rlobs status``, that what the sink writes to is reachable:
+        ``None`` when it is (or there is nothing to check), else why not, in a few words.
+        Called from the command line, never by the hub; bound it to a few seconds."""
+        return None
+
     def ship_env(self) -> Mapping[str, str] | None:
         """Variables from which :meth:`from_env` rebuilds this very sink in the shipper
         process, or ``None`` if it cannot be rebuilt there (it then runs in-process).

@@ -21,6 +21,7 @@ from rich.markup import escape
 from ._codec import from_line
 from ._events import TYPE_NAMES, Event, RunEnd, Span
 from ._exceptions import RlobsError, RunFileError
+from ._follow import first_event
 from ._registry import BrokenSink, load_sink_class
 from ._sink import Sink
 from ._tally import LATEST, latest_run, list_runs, log_dir, resolve_run
@@ -90,13 +91,21 @@ def tail_target(spec: str, *, timeout_s: float | None = None,
             time.sleep(poll_s)
         return latest_run(folder)
     try:
-        return resolve_run(spec)
+        path = resolve_run(spec)
     except RunFileError:
         path = Path(spec)
         if path.suffix != ".jsonl" or not path.parent.is_dir():
             raise
         notice(f"waiting for {path} to appear (Ctrl-C to stop)")
         return path
+    if first_event(path) is None and _has_a_line(path):
+        raise RunFileError(f"{path} is not an rlobs run log (no run_start on its first line)")
+    return path
+
+
+def _has_a_line(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return b"\n" in handle.read(1 << 20)
 
 
 def notice(text: str) -> None:

@@ -8,6 +8,8 @@ just before a block changes how it is taken:
 - ``<!-- continues -->``: runs after the block before it, as one program.
 - ``<!-- needs: mlflow-server -->`` / ``<!-- needs: cuda -->``: runs only where that is
   available (an MLflow server at ``MLFLOW_TRACKING_URI``; a CUDA device), else skipped.
+- ``<!-- needs: ray -->``: skipped here; ``tests/test_integrations_ray.py`` runs these
+  blocks on its one local Ray cluster and checks what they logged.
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ def _missing(need: str) -> str | None:
                                 "sys.exit(0 if torch.cuda.is_available() else 1)"],
                                capture_output=True, timeout=120, check=False)
         return None if probe.returncode == 0 else "needs a CUDA device"
+    if need == "ray":  # run on one shared local cluster there, with checks of their logs
+        return "run by tests/test_integrations_ray.py"
     return f"unknown need {need!r}"
 
 

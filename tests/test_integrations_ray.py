@@ -61,6 +61,11 @@ def _backends(server: MlflowServer, runs: Path) -> dict[str, str]:
     }
 
 
+def patch_env(env: dict[str, str]) -> dict[str, str]:
+    """The variables of :func:`_backends` that go into the environment."""
+    return {k: v for k, v in env.items() if not k.startswith("_")}
+
+
 def _mlflow_runs(url: str, experiment_id: str) -> dict[str, Any]:
     """The experiment's MLflow runs by rlobs run name."""
     return {r.data.tags["rlobs.name"]: r for r in client(url).search_runs([experiment_id])}
@@ -81,6 +86,48 @@ def _trace_tree(url: str, experiment_id: str, root_name: str, runs: int
     spans = list(traces[0].data.spans)
     (root,) = [s for s in spans if s.parent_id is None]
     return root, [s for s in spans if s.parent_id == root.span_id]
+
+
+# ---------------------------------------------------------------------- no cluster
+
+
+def test_the_module_imports_neither_tune_nor_rllib_until_asked() -> None:
+    """``rlobs.integrations.ray`` imports ray only; a callback imports its library."""
+    import subprocess
+    import sys
+
+    code = ("import sys, rlobs.integrations.ray as r\n"
+            "print(sorted({m for m in sys.modules if m in ('ray.tune', 'ray.rllib')}))\n"
+            "r.RlobsTuneCallback\n"
+            "print('ray.tune' in sys.modules, 'ray.rllib' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.split("\n")[:2] == ["[]", "True False"]
+
+
+def test_worker_env_carries_the_sinks_and_the_parent(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only rlobs/MLflow/OTel variables travel; a relative log directory becomes absolute."""
+    monkeypatch.chdir(tmp_path)
+    env = worker_env("parent-1", env={"RLOBS_JSONL_DIR": "runs", "MLFLOW_TRACKING_URI": "x",
+                                      "OTEL_EXPORTER_OTLP_ENDPOINT": "y", "HOME": "/root"})
+    assert env == {"RLOBS_JSONL_DIR": str(tmp_path / "runs"), "MLFLOW_TRACKING_URI": "x",
+                   "OTEL_EXPORTER_OTLP_ENDPOINT": "y", "RLOBS_PARENT_ID": "parent-1",
+                   "RAY_kill_child_processes_on_worker_exit": "0"}
+    assert "RAY_kill_child_processes_on_worker_exit" not in worker_env(env={},
+                                                                       keep_shipper=False)
+
+
+def test_bad_arguments_fail_clearly() -> None:
+    """A parent id that is no run id, or half a best-trial rule, is refused at once."""
+    from rlobs import InvalidRunId
+
+    with pytest.raises(InvalidRunId):
+        worker_env("../etc")
+    with pytest.raises(ValueError, match="both metric and mode"):
+        RlobsTuneCallback(metric="loss")
+    with pytest.raises(ValueError, match="'min' or 'max'"):
+        RlobsTuneCallback(metric="loss", mode="best")
 
 
 # ---------------------------------------------------------------------- Ray Tune
@@ -126,6 +173,7 @@ def logged(cluster: None, mlflow_server_pg: MlflowServer,
         with Hub() as hub:
             callback = RlobsTuneCallback("sweep", metric="score", mode="max", hub=hub)
             with hub.run("rollout", params={"actors": ACTORS}) as parent:
+                lonely = _start_lonely(patch_env(env), base / "lonely")
                 actors, ids, work = _start_rollout(parent, env)
                 grid = _tuner(base, callback).fit()
                 _kill_victim(actors, ids, work, base / "runs")
@@ -134,7 +182,7 @@ def logged(cluster: None, mlflow_server_pg: MlflowServer,
         assert len(report.runs) == 5 + ACTORS + 1
     yield {"env": env, "grid": {r.config["x"]: r for r in grid}, "runs": base / "runs",
            "callback": callback, "url": mlflow_server_pg.url, "ids": ids,
-           "parent": parent.run_id}
+           "parent": parent.run_id, "lonely": lonely}
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +200,8 @@ def rollout(logged: dict[str, Any]) -> dict[str, Any]:
 def _sweep_runs(sweep: dict[str, Any]) -> dict[str, Any]:
     """The sweep's MLflow runs (the experiment holds the rollout's too)."""
     runs = _mlflow_runs(sweep["url"], sweep["env"]["_EXPERIMENT_ID"])
-    return {n: r for n, r in runs.items() if not n.startswith("rollout")}
+    return {n: r for n, r in runs.items()
+            if n == "sweep" or r.data.tags.get("ray.tune.role") == "trial"}
 
 
 def test_a_sweep_is_one_parent_and_a_child_per_trial(sweep: dict[str, Any]) -> None:
@@ -313,6 +362,43 @@ def test_the_actors_traces_hang_off_the_parents(rollout: dict[str, Any]) -> None
     assert {c.attributes["rlobs.parent_run_id"] for c in children} == {rollout["parent"]}
 
 
+@ray.remote
+class Lonely:
+    """An actor that is the first writer of its log directory: it starts the shipper."""
+
+    def log(self, run_id: str, steps: int) -> None:
+        with worker_run("lonely", run_id=run_id) as run:
+            for k in range(steps):
+                run.step(float(k))
+        ray.actor.exit_actor()  # a graceful exit: Ray ends the process's children
+
+
+def _start_lonely(env: dict[str, str], runs: Path) -> tuple[str, Any]:
+    """An actor alone in its log directory logs 100 steps and exits at once; returns
+    its run id and its handle (kept: the actor leaves on its own)."""
+    run_id = f"lonely-{os.getpid()}-{time.time_ns()}"
+    env = {**env, "RLOBS_JSONL_DIR": str(runs)}
+    actor = Lonely.options(num_cpus=0,
+                           runtime_env={"env_vars": worker_env(env=env)}).remote()
+    actor.log.remote(run_id, 100)
+    return run_id, actor
+
+
+def test_a_shipper_started_by_an_actor_outlives_the_actor(logged: dict[str, Any]) -> None:
+    """The shipper the actor started as its child is not ended with the actor, and
+    delivers the actor's run after the actor is gone."""
+    tracking = client(logged["url"])
+
+    def delivered() -> Any:
+        run = find_run(tracking, logged["lonely"][0])
+        return run if run is not None and run.info.status == "FINISHED" else None
+
+    run = poll(delivered, timeout_s=90)
+    assert run, "the actor's run never reached MLflow"
+    history = tracking.get_metric_history(run.info.run_id, "step_reward")
+    assert sorted(m.step for m in history) == list(range(100))
+
+
 # ---------------------------------------------------------------------- Ray tasks
 
 
@@ -338,3 +424,93 @@ def test_tasks_in_a_reused_worker_get_fresh_runs(cluster: None, runs_dir: Path) 
         assert log.start.parent_id == parent.run_id
         assert [s.step for s in log.steps] == list(range(100 + index))
         assert log.end is not None and log.end.total_reward == index * (100 + index)
+
+
+# ---------------------------------------------------------------------- docs' recipes
+
+DEPLOYMENT = Path(__file__).parent.parent / "docs" / "deployment.md"
+_MARK = "<!-- needs: ray -->"
+
+
+def _recipes() -> dict[str, str]:
+    """docs/deployment.md's Python blocks marked ``needs: ray``, by their ### heading."""
+    out: dict[str, str] = {}
+    lines = DEPLOYMENT.read_text().splitlines()
+    heading = ""
+    for i, line in enumerate(lines):
+        if line.startswith("### "):
+            heading = line[4:].split(":")[0].strip().lower()
+        if line.strip() == _MARK:
+            assert lines[i + 1] == "```python", f"{_MARK} not followed by a Python block"
+            end = lines.index("```", i + 2)
+            out[heading] = "\n".join(lines[i + 2:end])
+    return out
+
+
+def _logs(runs: Path) -> dict[str, Any]:
+    """Every run log of the directory, by run name."""
+    return {log.start.name: log for p in runs.glob("*.jsonl") if (log := read_run(p))}
+
+
+def _check_actors(ns: dict[str, Any], runs: Path) -> None:
+    assert ns["steps"] == [1_000] * 4
+    logs = _logs(runs)
+    parent = logs.pop("rollout")
+    assert sorted(logs) == [f"rollout-{i}" for i in range(4)]
+    for log in logs.values():
+        assert log.start.parent_id == parent.start.run_id
+        assert log.end is not None and log.end.status is RunStatus.FINISHED
+        assert (log.end.steps, log.end.episodes) == (1_000, 10)
+
+
+def _check_tasks(ns: dict[str, Any], runs: Path) -> None:
+    assert ns["returns"] == [0.0, 200.0, 400.0]
+    logs = _logs(runs)
+    parent = logs.pop("evaluation")
+    assert sorted(logs) == ["eval-s0", "eval-s1", "eval-s2"]
+    assert {log.start.parent_id for log in logs.values()} == {parent.start.run_id}
+    assert [log.start.params["seed"] for _, log in sorted(logs.items())] == [0, 1, 2]
+
+
+def _check_tune(ns: dict[str, Any], runs: Path) -> None:
+    logs = _logs(runs)
+    parent = logs.pop("lr-sweep")
+    grid = {r.config["lr"]: r for r in ns["results"]}
+    by_lr = {log.start.params["lr"]: log for log in logs.values()}
+    assert sorted(by_lr) == sorted(grid) == [0.01, 0.1]
+    for lr, log in by_lr.items():
+        assert log.start.parent_id == parent.start.run_id
+        assert len(log.steps) == grid[lr].metrics["training_iteration"]
+        assert log.end is not None and log.end.status is RunStatus.FINISHED
+    tags = {k: v for e in parent.events if hasattr(e, "tags") for k, v in e.tags.items()}
+    assert tags["ray.tune.best_run_id"] == by_lr[0.01].start.run_id
+
+
+def _check_rllib(ns: dict[str, Any], runs: Path) -> None:
+    (log,) = _logs(runs).values()
+    assert log.start.name == "ppo-cartpole"
+    assert log.end is not None and log.end.status is RunStatus.FINISHED
+    assert log.steps and all(s.done or s.truncated for s in log.steps)
+    # CartPole pays 1 per step: an episode's return is its length.
+    assert [s.reward for s in log.steps] == [s.metrics["episode_env_steps"] for s in log.steps]
+    assert log.steps[-1].metrics["training_iteration"] == 2
+    assert log.end.episodes == len(log.steps)
+
+
+_CHECKS = {"actors": _check_actors, "tasks": _check_tasks, "ray tune": _check_tune,
+           "rllib": _check_rllib}
+
+
+def test_every_recipe_is_checked() -> None:
+    """Each Ray recipe in docs/deployment.md has its check here."""
+    assert sorted(_recipes()) == sorted(_CHECKS)
+
+
+@pytest.mark.parametrize("name", sorted(_CHECKS))
+def test_deployment_recipe_runs(name: str, cluster: None, runs_dir: Path,
+                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recipe runs as written on the module's cluster and logs what the docs say."""
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {"__name__": "__recipe__"}
+    exec(compile(_recipes()[name], f"docs/deployment.md ({name})", "exec"), namespace)
+    _CHECKS[name](namespace, runs_dir)

@@ -4,6 +4,7 @@ Monitor episodes, saving callbacks, vector envs, VecNormalize, resume and failur
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import subprocess
 import sys
@@ -292,14 +293,16 @@ class _BrokenWriter(KVWriter):
 
 
 def test_a_log_output_raising_then_a_new_callback(hub_sink: tuple[Hub, RecordingSink]) -> None:
-    """A KVWriter raising during a dump, then a retry with a new callback and model: the
-    stale run ends failed, the new one records alone."""
+    """A KVWriter raising during a dump, then a retry with a new callback and model (the
+    old ones dropped): the stale run ends failed, the new one records alone."""
     hub, sink = hub_sink
     model = _ppo()
     model.set_logger(Logger(None, []))
     model.logger.output_formats.append(_BrokenWriter())
     with pytest.raises(OSError, match="disk full"):
         model.learn(256, callback=RlobsCallback(hub=hub))
+    del model
+    gc.collect()  # the failed callback and model are dropped: their run is still found
     retry = _ppo()
     retry.learn(128, callback=RlobsCallback(hub=hub))
     first, second = sink.of_type(RunEnd)

@@ -76,10 +76,33 @@ def test_mlflow_comparison_groups_by_param_and_keeps_steps(mlflow_server: Mlflow
     assert [s for s, _ in b0.episodes] == [2, 5, 8]
 
 
-def test_unknown_experiment_is_a_clear_error(mlflow_server: MlflowServer) -> None:
-    """An experiment that does not exist is named in the error."""
-    with pytest.raises(rlobs.RlobsError, match="no-such-exp"):
+def test_unknown_experiment_is_a_clear_error(mlflow_server: MlflowServer,
+                                             experiment: str) -> None:
+    """An experiment that does not exist is named in the error, with the close name and
+    the experiments that do exist."""
+    with pytest.raises(rlobs.RlobsError, match="no-such-exp") as caught:
         compare_mlflow(mlflow_server.url, ["no-such-exp"], "algo")
+    assert experiment in str(caught.value) and "experiments there:" in str(caught.value)
+    with pytest.raises(rlobs.RlobsError, match=f"did you mean '{experiment}'"):
+        compare_mlflow(mlflow_server.url, [experiment[:-1]], "algo")
+
+
+def test_runs_go_to_the_documented_experiment(mlflow_server: MlflowServer,
+                                              runs_dir: Path) -> None:
+    """docs/cli.md's example: runs of ``examples/ppo_cartpole.py`` (experiment
+    ``cartpole``) are compared by naming that experiment, which the sink created."""
+    hub = rlobs.Hub(["jsonl", MlflowSink(mlflow_server.url)], heartbeat_s=0,
+                    provenance=False, handle_signals=False)
+    with hub:
+        for lr in ("3e-3", "3e-4"):
+            with hub.run("ppo-cartpole", params={"lr": lr}, experiment="cartpole") as run:
+                for t in range(6):
+                    run.step(1.0, done=(t % 3 == 2))
+    assert hub.flush(60)
+    groups, _ = compare_mlflow(mlflow_server.url, ["cartpole"], "lr")
+    example = Path(__file__).resolve().parents[1] / "examples" / "ppo_cartpole.py"
+    assert 'experiment="cartpole"' in example.read_text()
+    assert sorted(g.group for g in groups) == ["3e-3", "3e-4"]
 
 
 def test_cli_prints_table_and_plots(mlflow_server: MlflowServer, experiment: str,

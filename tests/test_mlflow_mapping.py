@@ -83,6 +83,16 @@ def test_window_downsampling_gives_mean_min_max_last() -> None:
                    ("m", 3): 9.0, ("m.min", 3): 9.0, ("m.max", 3): 9.0, ("m.last", 3): 9.0}
 
 
+def test_every_downsampling_counts_env_steps_of_vector_records() -> None:
+    """``every:N`` keeps a record of several env steps (a vector step on SB3's timestep
+    axis) when the indices it stands for hold a multiple of N."""
+    conv, out = StepPoints(Downsample.parse("every:8")), []
+    for index in range(3, 40, 4):  # records of 4 env steps: indices 3, 7, 11, ...
+        step = _step(index, {"m": float(index)})._replace(env_steps=4)
+        conv.convert(step, out)
+    assert sorted({s for k, _, _, s in out if k == "m"}) == [3, 11, 19, 27, 35]
+
+
 @pytest.mark.parametrize("text", ["every:0", "window:-1", "every:x", "hourly"])
 def test_bad_downsample_text_is_config_error(text: str) -> None:
     """Invalid downsample settings fail fast with a ConfigError."""

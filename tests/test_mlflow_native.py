@@ -50,6 +50,15 @@ def test_default_experiment_is_rlobs_not_the_name_prefix(mlflow_server: MlflowSe
     assert _experiment_of(mlflow_server, run) == "rlobs"
 
 
+def test_created_experiment_opens_on_its_runs(mlflow_server: MlflowServer) -> None:
+    """An experiment the sink creates is of MLflow 3's training kind, which its UI opens
+    on the runs table (not the GenAI overview)."""
+    name = experiment_name()
+    _ship(mlflow_server, MlflowSink(mlflow_server.url, name))
+    experiment = client(mlflow_server.url).get_experiment_by_name(name)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
 def test_source_user_commit_and_description(mlflow_server: MlflowServer) -> None:
     """Source name/type, the user (from the login, or the user's ``mlflow.user`` tag,
     which sets the run's user id) and the description are MLflow's own fields."""

@@ -187,6 +187,24 @@ def test_sampling_keeps_first_steps_then_every_kth() -> None:
     assert len([s for s in traced.spans() if s.name == "actor.forward"]) == 5
 
 
+def test_sampling_of_vector_records_counts_their_env_steps() -> None:
+    """Records of 4 env steps (SB3's timestep axis) are sampled by the indices they stand
+    for, and the spans recorded before each one are filed under its step span."""
+    traced = Traced(sampling=StepSampling(first=3, every=8))
+    with traced.hub.run("vector") as run:
+        for _ in range(6):
+            with run.span("actor.forward"):
+                pass
+            run.step(1.0, env_steps=4)
+    traced.hub.close()
+    steps = {s.name: s for s in traced.spans() if s.name.startswith("step ")}
+    assert sorted(steps) == ["step 11", "step 19", "step 3"]  # 0-3, 8-11, 16-19
+    forwards = [s for s in traced.spans() if s.name == "actor.forward"]
+    assert len(forwards) == 3
+    assert {f.parent.span_id for f in forwards if f.parent} == {
+        s.context.span_id for s in steps.values()}
+
+
 def test_sampling_reads_its_variables() -> None:
     """``RLOBS_OTEL_STEP_SPANS``/``RLOBS_OTEL_STEP_EVERY`` set the sampling."""
     sink = OtelSink.from_env({"RLOBS_OTEL_STEP_SPANS": "10", "RLOBS_OTEL_STEP_EVERY": "0"})

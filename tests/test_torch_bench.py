@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rlobs._cli import main
-from rlobs.torch._bench import Row, add_arguments, summary_metrics
+from rlobs.torch._bench import Row, add_arguments, noise_warnings, summary_metrics
 
 TINY = ["bench", "actor", "--batch-sizes", "1,2", "--backends", "script,auto",
         "--warmup", "5", "--calls", "40", "--rounds", "2", "--overhead-calls", "200",
@@ -61,9 +61,26 @@ def test_summary_metrics_flatten_rows() -> None:
 
 
 def test_defaults_reproduce_the_original_table() -> None:
-    """By default: batch sizes 1, 8, 32, 128; warm-up 500; 2000 timed calls."""
+    """By default: batch sizes 1, 8, 32, 128; warm-up 500; 2000 timed calls; 1 thread."""
     args = _parse()
-    assert (args.batch_sizes, args.warmup, args.calls) == ([1, 8, 32, 128], 500, 2000)
+    assert (args.batch_sizes, args.warmup, args.calls, args.threads) == (
+        [1, 8, 32, 128], 500, 2000, 1)
+
+
+def test_new_backends_are_accepted() -> None:
+    """--backends takes onnx and export."""
+    assert _parse("--backends", "onnx,export").backends == ["onnx", "export"]
+
+
+def test_noisy_rows_are_warned_about() -> None:
+    """A long tail or a speedup that moved between rounds is named; a steady row is not."""
+    steady = Row("onnx", "onnx", 1, 0.011, 0.010, 0.012, 0.02, 3.5, 0.05)
+    tail = Row("onnx", "onnx", 8, 0.05, 0.010, 0.030, 0.05, 3.5, 0.05)
+    moved = Row("script", "script", 1, 0.02, 0.020, 0.022, 0.03, 1.8, 0.40)
+    lines = noise_warnings([steady, tail, moved])
+    assert len(lines) == 2
+    assert lines[0].startswith("bs 8 onnx: p95/p50 = 3.0")
+    assert lines[1] == "bs 1 script: its speedup moved 40% between rounds (> 25%)"
 
 
 @pytest.mark.parametrize("argv", [["--batch-sizes", "1,x"], ["--batch-sizes", "0"],

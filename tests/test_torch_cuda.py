@@ -1,4 +1,5 @@
-"""rlobs.torch on CUDA: CUDA graphs per batch size, fallbacks, synchronised spans.
+"""rlobs.torch on CUDA: CUDA graphs per batch size, export (AOTInductor) on CUDA, fallbacks,
+synchronised spans.
 
 Marked ``cuda``; skipped cleanly where ``torch.cuda.is_available()`` is false. Run them on
 a GPU machine with ``pytest -m cuda tests/test_torch_cuda.py``.
@@ -7,6 +8,7 @@ a GPU machine with ``pytest -m cuda tests/test_torch_cuda.py``.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -125,3 +127,23 @@ def test_auto_on_cuda_tries_cuda_graphs(sac: SACActor) -> None:
                        example_inputs=(torch.randn(1, 28, device="cuda"),))
     assert actor.selection is not None
     assert set(actor.selection.per_call_ms) == {"cudagraph", "script", "eager"}
+
+
+@pytest.mark.slow
+def test_export_compiles_for_cuda_and_matches_eager(sac: SACActor, tmp_path: Path) -> None:
+    """export compiles an AOTInductor package for the CUDA device and matches eager."""
+    x = torch.randn(8, 28, device="cuda")
+    actor = instrument(sac, backend="export", method="deterministic", example_inputs=(x,),
+                       options={"export": {"cache_dir": str(tmp_path)}})
+    with torch.inference_mode():
+        got = actor(x)
+    assert (actor.backend, actor.fallback_reason) == ("export", None)
+    torch.testing.assert_close(got, sac.deterministic(x), rtol=1e-4, atol=1e-5)
+    assert got.device.type == "cuda"
+
+
+def test_onnx_on_a_cuda_module_falls_back(sac: SACActor) -> None:
+    """onnx runs ONNX Runtime on CPU: a CUDA actor runs eager and says why."""
+    actor = instrument(sac, backend="onnx")
+    assert actor.backend == "eager"
+    assert "ONNX Runtime on CPU" in (actor.fallback_reason or "")

@@ -10,7 +10,7 @@ import pytest
 import rlobs.torch
 
 PUBLIC = {"BACKENDS", "CPU_CANDIDATES", "CUDA_CANDIDATES", "CompiledActor", "CudaGraphs",
-          "SACActor", "Selection", "Timed", "instrument"}
+          "SACActor", "Selection", "Timed", "instrument", "log_model"}
 
 
 def _modules_after(code: str) -> set[str]:

@@ -122,3 +122,25 @@ def test_auto_measures_onnx_quietly(sac: SACActor, capfd: pytest.CaptureFixture[
     assert actor.selection is not None
     assert set(actor.selection.per_call_ms) == {"onnx", "script", "eager"}
     assert actor.backend == actor.selection.backend
+
+
+def test_same_shape_other_dtype_is_not_served_from_the_last_shape(sac: SACActor) -> None:
+    """A float64 batch of the seen shape is not fed to the float32 session: it raises as
+    eager does, and float32 calls keep running on ONNX Runtime."""
+    actor = instrument(sac, backend="onnx", method="deterministic",
+                       example_inputs=(torch.randn(1, 28),))
+    with torch.inference_mode(), pytest.raises(RuntimeError):
+        actor(torch.randn(1, 28, dtype=torch.float64))
+    x = torch.randn(1, 28)
+    with torch.inference_mode():
+        torch.testing.assert_close(actor(x), sac.deterministic(x), rtol=RTOL, atol=ATOL)
+    assert actor.backend == "onnx" and actor.fn.fallback is None  # type: ignore[attr-defined]
+
+
+def test_non_tensor_input_runs_eager_with_the_reason(sac: SACActor) -> None:
+    """A list where a tensor was expected goes to eager, which raises its own error."""
+    actor = instrument(sac, backend="onnx", example_inputs=(torch.randn(1, 28),))
+    with pytest.raises((TypeError, AttributeError)):
+        actor([[0.0] * 28])
+    assert actor.fn.fallback == "onnx: inputs must all be tensors on cpu"  # type: ignore[attr-defined]
+    assert actor.backend == "onnx"

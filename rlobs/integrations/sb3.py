@@ -75,6 +75,8 @@ def readable(value: Any) -> Any:
         return {str(k): readable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [readable(v) for v in value]
+    if getattr(value, "ndim", 0) != 0 and hasattr(value, "tolist"):  # an array
+        return readable(value.tolist())
     if callable(value) and not hasattr(value, "ndim"):  # an SB3 schedule: 1.0 = start
         try:
             return readable(value(1.0))
@@ -119,8 +121,8 @@ def _numbers(values: Mapping[str, Any]) -> dict[str, float]:
     """The numeric values of an SB3 log dump (numpy and torch scalars included)."""
     out: dict[str, float] = {}
     for key, value in values.items():
-        if isinstance(value, bool | str) or value is None:
-            continue
+        if isinstance(value, bool | str) or value is None or getattr(value, "ndim", 0) != 0:
+            continue  # flags, text, arrays (histograms), None
         number = as_number(value)
         if number is not None:
             out[key] = float(number)
@@ -208,12 +210,14 @@ class RlobsCallback(BaseCallback):
         run = self.run or self.last_run
         return run.run_id if run is not None else None
 
-    def mlflow_run_id(self, timeout_s: float = 10.0) -> str | None:
+    def mlflow_run_id(self, *, tracking_uri: str | None = None,
+                      timeout_s: float = 10.0) -> str | None:
         """The MLflow run id of this callback's run when the MLflow sink records it.
 
         The shipper creates the MLflow run shortly after the run starts; this waits up to
-        ``timeout_s`` for it (found by its ``rlobs.run_id`` tag). ``None`` when there is
-        no run or MLflow has none for it in time.
+        ``timeout_s`` for it (found by its ``rlobs.run_id`` tag on ``tracking_uri``,
+        default ``MLFLOW_TRACKING_URI``). ``None`` when there is no run or MLflow has
+        none for it in time.
 
         Raises:
             ImportError: mlflow is not installed.
@@ -225,7 +229,7 @@ class RlobsCallback(BaseCallback):
             return None
         deadline = time.monotonic() + timeout_s
         while True:
-            found = mlflow_run_id(run_id)
+            found = mlflow_run_id(run_id, tracking_uri=tracking_uri)
             if found is not None or time.monotonic() >= deadline:
                 return found
             time.sleep(0.2)
@@ -369,6 +373,10 @@ class RlobsCallback(BaseCallback):
         run = self.run
         if run is None:
             return
+        if not run.active:  # ended meanwhile (a signal handler ended every open run)
+            self.run, self.last_run, self._learn_frame = None, run, None
+            _untrack(self)
+            return
         if exc is None:
             exc = RuntimeError(_UNFINISHED)
         with contextlib.suppress(Exception):  # never let cleanup hide the user's error
@@ -394,7 +402,9 @@ class RlobsCallback(BaseCallback):
 
 # ---------------------------------------------------------------------- stale runs
 
-_training: weakref.WeakSet[RlobsCallback] = weakref.WeakSet()
+_training: set[RlobsCallback] = set()
+"""Callbacks whose run is open: held strongly, so a callback dropped after its learn()
+raised (and its stale run, still current) is found by the next learn()."""
 _lock = threading.Lock()
 _hooks_installed = False
 

@@ -1,9 +1,11 @@
 """Compiled actors with latency spans: ``rlobs.torch.instrument(actor)``.
 
-Wrap a policy module so that each call runs on a compiled backend (``script``,
-``compile``, ``cudagraph``, ``eager``, or ``auto``: measured, fastest that works) and
+Wrap a policy module so that each call runs on a compiled backend (``onnx``, ``export``,
+``script``, ``compile``, ``cudagraph``, ``eager``, or ``auto``: measured, fastest that
+works) and
 records one span per call (batch size, backend, device, whether it compiled, why it fell
-back) on the current run. See ``docs/actor.md``.
+back) on the current run. See ``docs/actor.md``. ``rlobs.torch.log_model(actor, obs)``
+records the policy as a model of the run (MLflow: a registered pytorch model).
 
 torch is imported on first use of a name from this package, not by ``import rlobs`` nor
 by ``import rlobs.torch``: the ``rlobs`` command line loads ``rlobs.torch._bench`` to
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from ._auto import CPU_CANDIDATES, CUDA_CANDIDATES, Selection
     from ._backends import BACKENDS
     from ._cudagraph import CudaGraphs
+    from ._model import log_model
     from ._sac import SACActor
 
 _EXPORTS = {
@@ -32,6 +35,7 @@ _EXPORTS = {
     "Selection": "._auto",
     "Timed": "._actor",
     "instrument": "._actor",
+    "log_model": "._model",
 }
 
 __all__ = [
@@ -44,6 +48,7 @@ __all__ = [
     "Selection",
     "Timed",
     "instrument",
+    "log_model",
 ]
 
 

@@ -68,6 +68,9 @@ class CompiledActor:
         self._options = dict(options or {})
         check_options(self._options)
         self._lock = threading.Lock()
+        self.example_inputs: tuple[Any, ...] | None = (
+            None if example_inputs is None else tuple(example_inputs))
+        """The inputs given, else the first call's (``rlobs.torch.log_model`` uses them)."""
         self.selection: Selection | None = None
         """What ``auto`` measured and chose (``None`` for other backends)."""
         self._install(Built(self._first_call, self.requested, None), ready=False)
@@ -179,6 +182,8 @@ class CompiledActor:
         with self._lock:
             if self._ready:
                 return
+            if self.example_inputs is None and args:
+                self.example_inputs = args
             if kwargs:
                 reason = "auto measures positional inputs only; the first call had keywords"
                 logger.warning("actor falls back to eager", method=self.method, reason=reason)

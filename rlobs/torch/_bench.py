@@ -128,7 +128,7 @@ def _spread(eager: Sequence[float], other: Sequence[float]) -> float:
 
 
 def noise_warnings(rows: Sequence[Row]) -> list[str]:
-    """Rows whose speedup the run's own spread makes meaningless, with why."""
+    """Rows whose speedup the run's own spread makes meaningless, one line each."""
     lines = []
     for r in rows:
         tail = r.p95_ms / r.p50_ms if r.p50_ms > 0 else float("inf")
@@ -139,9 +139,13 @@ def noise_warnings(rows: Sequence[Row]) -> list[str]:
             why.append(f"its speedup moved {r.round_spread:.0%} between rounds "
                        f"(> {MAX_ROUND_SPREAD:.0%})")
         if why:
-            lines.append(f"bs {r.batch_size} {r.backend}: {'; '.join(why)}: the ratio is "
-                         "not meaningful; rerun on a quieter machine or with more --rounds")
+            lines.append(f"bs {r.batch_size} {r.backend}: {'; '.join(why)}")
     return lines
+
+
+NOISE_ADVICE = ("the speedups of these rows (and of every row at a batch size whose eager "
+                "row is listed) are not meaningful: rerun on a quieter machine or with more "
+                "--rounds and --calls")
 
 
 def _runs(actor: CompiledActor) -> str:
@@ -343,8 +347,9 @@ def _run(args: argparse.Namespace) -> int:
              f", {args.rounds} × {max(2, args.calls // args.rounds)} timed calls")
     rows = [row for bs in args.batch_sizes for row in bench_batch(args, model, bs)]
     console().print(results_table(rows, title))
-    for line in noise_warnings(rows):
-        console().print(f"[yellow]warning:[/] {line}")
+    noisy = noise_warnings(rows)
+    if noisy:
+        console().print(f"[yellow]warning:[/] {NOISE_ADVICE}:\n  " + "\n  ".join(noisy))
     overhead = measure_overhead(args.overhead_calls) if args.overhead_calls > 0 else None
     if overhead:
         console().print(overhead_table(overhead))

@@ -80,10 +80,15 @@ class OnnxShapes(StaticShapes):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3  # errors only: ORT's warnings are not the user's
         session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-        return _bind(session, args, layout)
+        run_options = ort.RunOptions()
+        # The CPU provider has nothing to synchronise; skipping the call saves ~0.2 µs, and
+        # passing options at all ~0.6 µs over ORT building defaults on every run.
+        run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
+        return _bind(session, run_options, args, layout)
 
 
-def _bind(session: Any, args: tuple[Any, ...], layout: int | None) -> Callable[..., Any]:
+def _bind(session: Any, run_options: Any, args: tuple[Any, ...],
+          layout: int | None) -> Callable[..., Any]:
     """A callable that copies inputs into bound buffers and returns copies of the outputs."""
     import numpy as np
 
@@ -108,7 +113,7 @@ def _bind(session: Any, args: tuple[Any, ...], layout: int | None) -> Callable[.
         def call_one(*xs: torch.Tensor) -> torch.Tensor:
             for buffer, x in zip(inputs, xs, strict=True):
                 buffer.copy_(x)
-            run(bound, None)
+            run(bound, run_options)
             return out.clone()
         return call_one
     if len(inputs) == 1 and len(outputs) == 2:  # the common actor head: one call frame less
@@ -116,14 +121,14 @@ def _bind(session: Any, args: tuple[Any, ...], layout: int | None) -> Callable[.
 
         def call_two(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             buffer0.copy_(x)
-            run(bound, None)
+            run(bound, run_options)
             return out0.clone(), out1.clone()
         return call_two
 
     def call_many(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         for buffer, x in zip(inputs, xs, strict=True):
             buffer.copy_(x)
-        run(bound, None)
+        run(bound, run_options)
         return tuple(o.clone() for o in outputs)
     return call_many
 

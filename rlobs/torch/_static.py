@@ -100,6 +100,8 @@ class StaticShapes:
         self._failed: dict[Hashable, str] = {}
         self.fallback: str | None = None
         """Why the last call ran eager, or ``None`` if it ran compiled."""
+        self._last: tuple[Any, ...] = ((), None, None, None)
+        """Shape, dtype, device and callable of the last one-tensor call compiled."""
 
     @property
     def shapes(self) -> int:
@@ -112,12 +114,25 @@ class StaticShapes:
             raise WeightsChanged(f"the module's weights changed after {self.backend} "
                                  "compiled them in; instrument it again to compile the "
                                  "new ones")
+        if len(args) == 1 and not kwargs:
+            # The acting loop's call: one tensor of the shape seen last. Three attribute
+            # reads instead of building the signature (a µs is a tenth of the call).
+            x = args[0]
+            last = self._last
+            try:
+                if x.shape == last[0] and x.dtype is last[1] and x.device == last[2]:
+                    self.fallback = None
+                    return last[3](x)
+            except AttributeError:  # not a tensor: the general path says why
+                pass
         key = None if kwargs else signature(args, self._device_type)
         fn = self._compiled.get(key) if key is not None else None
         if fn is None:
             fn = self._get(key, args, kwargs)
             if fn is None:
                 return self._eager(*args, **kwargs)
+        if len(args) == 1:
+            self._last = (args[0].shape, args[0].dtype, args[0].device, fn)
         self.fallback = None
         return fn(*args)
 

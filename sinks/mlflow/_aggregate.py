@@ -97,7 +97,8 @@ class StepPoints:
         values = self._values(event)
         if self.downsample.window_s > 0:
             self._window_add(values, event.time_ns, ms, step, out)
-        elif step % self.downsample.every == 0:
+        elif step // (every := self.downsample.every) != (step - event.env_steps) // every:
+            # the indices this record stands for hold a multiple of ``every``
             self._held = []
             for key, value in values.items():
                 self._add(out, key, value, ms, step)

@@ -10,6 +10,7 @@ without episodes (sweep parents, crashed starts) are skipped and reported.
 from __future__ import annotations
 
 import argparse
+import difflib
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,9 +36,20 @@ def _experiment_ids(client: Any, experiments: Sequence[str]) -> list[str]:
             except MlflowException:
                 found = None
         if found is None:
-            raise RlobsError(f"no MLflow experiment named (or with id) {name_or_id!r}")
+            raise RlobsError(_unknown(client, name_or_id))
         ids.append(str(found.experiment_id))
     return ids
+
+
+def _unknown(client: Any, wanted: str) -> str:
+    """Why ``wanted`` names no experiment, with the close name and the ones there are."""
+    names = sorted(e.name for e in client.search_experiments(max_results=1000))
+    close = difflib.get_close_matches(wanted, names, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return (f"no MLflow experiment named (or with id) {wanted!r}{hint}; experiments "
+            f"there: {', '.join(names) or '(none)'} "
+            "(a run is in the experiment it names, hub.run(..., experiment=...), else its "
+            "parent's, else the sink's setting: see docs/mlflow.md)")
 
 
 def _rlobs_runs(client: Any, experiment_ids: list[str]) -> list[Any]:

@@ -501,6 +501,8 @@ class Sender:
         kind, payload = state.jobs[0]
         if kind == "dataset":
             self.store.log_dataset(state.mlflow_id, **payload)
+        else:
+            self.store.log_model(state.mlflow_id, payload)
         with self._cond:
             state.jobs.popleft()
 

@@ -7,6 +7,7 @@ experiment the run goes to, so shipping the log later does what this process wou
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -38,6 +39,7 @@ from . import environment_variables as ev
 from ._aggregate import Downsample, Point, SpanStats, StepPoints
 from ._mapping import MAX_TAG_VALUE, map_params, map_tags, truncate
 from ._native import native_tags
+from ._probe import probe_tracking_uri
 from ._sender import RunState, Sender
 from ._store import GAPS_TAG, HEARTBEAT_TAG, Store
 
@@ -85,6 +87,22 @@ def _datasets(tags: Mapping[str, str]) -> list[dict[str, str]]:
             out.append({"name": stem[len("rlobs.input."):], "digest": digest,
                         "path": tags.get(f"{stem}.path", ""),
                         "context": tags.get(f"{stem}.context", "")})
+    return out
+
+
+def _models(tags: Mapping[str, str]) -> list[dict[str, str]]:
+    """The models ``rlobs.torch.log_model`` recorded (tag ``rlobs.model.<name>``: JSON)."""
+    out = []
+    for key, value in tags.items():
+        if key.startswith("rlobs.model."):
+            try:
+                record = json.loads(value)
+            except ValueError:
+                logger.warning("model record unreadable; not logged", tag=key)
+                continue
+            if isinstance(record, dict) and record.get("path"):
+                out.append({"name": key[len("rlobs.model."):],
+                            **{str(k): str(v) for k, v in record.items()}})
     return out
 
 
@@ -263,7 +281,8 @@ class MlflowSink(Sink):
         conv = self._runs.get(event.run_id)
         if conv is None:
             return
-        if event.step != conv.last_step + 1:  # the hub dropped steps: replay must compare
+        # A record of n env steps follows the one ending at step - n.
+        if event.step - event.env_steps != conv.last_step:  # dropped: replay must compare
             conv.tags[GAPS_TAG] = "true"
         conv.last_step = event.step
         conv.steps.convert(event, conv.staged)
@@ -287,6 +306,8 @@ class MlflowSink(Sink):
         conv.scored = conv.scored or "score" in event.metrics
         for payload in _datasets(event.tags):
             self._sender.add_job(event.run_id, "dataset", payload)
+        for payload in _models(event.tags):
+            self._sender.add_job(event.run_id, "model", payload)
         # Summaries are stamped with the step count so far: two evaluations make a curve.
         step = conv.last_step + 1
         for key, value in event.metrics.items():
@@ -386,6 +407,10 @@ class MlflowSink(Sink):
             return (f"{where}: unreachable for {down:.0f}s ({backoff.last_error}); retry in "
                     f"{backoff.wait_s():.1f}s; {sender.buffered} values buffered{lost}{failed}")
         return f"{where}: {sender.sent} values sent, {sender.buffered} buffered{lost}{failed}"
+
+    def probe(self) -> str | None:
+        """``GET /health`` of a server, or whether a file or SQLite store can be written."""
+        return probe_tracking_uri(self.tracking_uri)
 
     def viewer_hint(self) -> str:
         """How to look at the runs: the ``mlflow ui`` command for a local store."""

@@ -4,6 +4,7 @@ ids (never the fluent API: its global active run breaks with asyncio tasks and t
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,12 @@ HEARTBEAT_TAG = "rlobs.heartbeat_ns"
 GAPS_TAG = "rlobs.mlflow.gaps"
 """Set when some step values did not reach MLflow; replay then compares step by step."""
 
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+"""Tags of the experiments the sink creates: MLflow 3's UI opens an experiment of this
+kind on its runs (its "Model training" view) rather than its GenAI overview."""
+
 Skip = dict[str, "int | set[int]"]
+_MODEL_LOCK = threading.Lock()
 """Per metric key: a max step already stored (skip ≤ it) or the exact stored steps."""
 
 
@@ -53,7 +59,8 @@ class Store:
             if self.artifact_root is not None:  # never a path made of the name itself
                 location = (self.artifact_root / path_segment(name)).resolve().as_uri()
             try:
-                exp_id = str(self.client.create_experiment(name, artifact_location=location))
+                exp_id = str(self.client.create_experiment(name, artifact_location=location,
+                                                           tags=dict(EXPERIMENT_TAGS)))
             except Exception as exc:  # another process created it first
                 found = self.client.get_experiment_by_name(name)
                 if found is None:
@@ -183,6 +190,50 @@ class Store:
         dataset = Dataset(name=name, digest=digest[:36], source_type="local", source=source)
         tags = [InputTag("mlflow.data.context", context)] if context else []
         self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags)])
+
+    def log_model(self, run_id: str, record: Mapping[str, str]) -> None:
+        """Log a model that ``rlobs.torch.log_model`` exported as an MLflow model of the
+        run (pytorch flavour, signature and input example from the exported examples),
+        register it and set its alias — unless the run already has a model of that name
+        (a replay)."""
+        name = record["name"]
+        if self._has_model(run_id, name):
+            return
+        import mlflow
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
+
+        directory = Path(record["path"])
+        pt2 = record.get("format") == "pt2"
+        module = (torch.export.load(str(directory / "model.pt2")).module() if pt2
+                  else torch.load(directory / "model.pt", weights_only=False))
+        example = torch.load(directory / "input_example.pt", weights_only=True).numpy()
+        output = torch.load(directory / "output_example.pt", weights_only=True).numpy()
+        tags = {f"rlobs.{k}": record[k] for k in ("backend", "method", "format",
+                                                   "fallback_reason") if record.get(k)}
+        with _MODEL_LOCK:  # log_model reads the process-wide tracking URI
+            before = mlflow.get_tracking_uri()
+            mlflow.set_tracking_uri(self.client.tracking_uri)
+            try:
+                info = mlflow.pytorch.log_model(
+                    module, name=name, run_id=run_id, input_example=example,
+                    signature=infer_signature(example, output), tags=tags,
+                    pip_requirements=mlflow.pytorch.get_default_pip_requirements(),
+                    serialization_format="pt2" if pt2 else "pickle",
+                    registered_model_name=record.get("register_as") or None)
+            finally:
+                mlflow.set_tracking_uri(before)
+        if record.get("register_as") and record.get("alias"):
+            self.client.set_registered_model_alias(record["register_as"], record["alias"],
+                                                   info.registered_model_version)
+
+    def _has_model(self, run_id: str, name: str) -> bool:
+        outputs = self.client.get_run(run_id).outputs
+        for output in (outputs.model_outputs if outputs is not None else []):
+            if self.client.get_logged_model(output.model_id).name == name:
+                return True
+        return False
 
     def terminate(self, run_id: str, status: str, end_ms: int) -> None:
         """Set the run's final status and end time."""

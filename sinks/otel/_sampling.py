@@ -22,8 +22,10 @@ class StepSampling:
     first: int = 1000
     every: int = 100
 
-    def keep(self, step: int) -> bool:
-        """Whether step ``step`` gets a span."""
-        if step < self.first:
+    def keep(self, step: int, env_steps: int = 1) -> bool:
+        """Whether step ``step`` gets a span (a record of ``env_steps`` env steps: when
+        one of the indices it stands for would)."""
+        if step - env_steps + 1 < self.first:
             return True
-        return self.every > 0 and step % self.every == 0
+        every = self.every
+        return every > 0 and step // every != (step - env_steps) // every

@@ -206,9 +206,13 @@ class RunTracer:
         start_ns, run.last_ns = run.last_ns, event.time_ns
         run.next_step = event.step + 1
         run.window_reward += event.reward if event.reward == event.reward else 0.0
-        self._release_orphans(run, event.step)
-        spans = run.take(run.pending, event.step)
-        kept = self._sampling.keep(event.step)
+        width = event.env_steps  # a vector record stands for indices first .. step
+        first = event.step - width + 1
+        self._release_orphans(run, first)
+        spans = run.take(run.pending, event.step) if width == 1 else [
+            span for index in range(first, event.step + 1)
+            for span in run.take(run.pending, index)]
+        kept = self._sampling.keep(event.step, width)
         trace_id, parent = self._step_home(run, event.step)
         if kept:
             self._emit(run, attributes.step_name(event), trace_id, parent,
@@ -218,10 +222,10 @@ class RunTracer:
             run.skipped_steps += 1
         for span in spans:
             self._tree(run, span, run.ids.step(event.step) if kept else None, trace_id)
-        if self._steps_per_window and \
-                event.step % self._steps_per_window == self._steps_per_window - 1:
-            if self._window(event.step) > 0:
-                self._close_window(run, self._window(event.step), event.time_ns, event.step)
+        per = self._steps_per_window
+        if per and (event.step + 1) // per != first // per:  # its window's last index
+            if self._window(first) > 0:
+                self._close_window(run, self._window(first), event.time_ns, event.step)
             else:  # the run's own first steps: the next window starts here
                 run.window_start, run.window_reward = event.time_ns, 0.0
 
