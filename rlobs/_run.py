@@ -311,6 +311,9 @@ class Run:
                 return
             index = self._steps
             total = self._total + reward
+            if self._llm_step:  # LLM calls since the last step: their usage is the step's
+                clean = {**clean, **self._llm_step}
+                self._llm_step = {}
             episode = self._episodes
             ep_return = self._ep_return + reward
             pending = self._pending
