@@ -389,7 +389,7 @@ class OtelSink(Sink):
     def start_context(self, event: RunStart) -> dict[str, Any]:
         """The run's trace id and steps per live window, recorded in its start for other
         sinks (the MLflow sink links the traces to its run) and for people reading it."""
-        return {"trace_id": TraceIds.of(event.run_id, event.resumed_at).trace_hex,
+        return {"trace_id": TraceIds.of_start(event).trace_hex,
                 "window_steps": self.window_steps}
 
     def probe(self) -> str | None:

@@ -168,21 +168,27 @@ class RunTracer:
         return run.ids if run is not None else self._ended.get(run_id)
 
     def start(self, event: RunStart) -> None:
-        """Open the run's span: the root of the run's own trace, linked to its parent run's
-        span (whose ids follow from the parent's id, seen here or not)."""
+        """Open the run's span; a child run's is a child of its parent run's span, in the
+        parent's trace (the parent may have ended already, or be unknown here: its ids
+        follow from its id all the same)."""
         if len(self._runs) >= self._max_runs:
             self.untraced_runs += 1
             return
+        ids = TraceIds.of_start(event)
+        context = Context()
         links: list[Link] = []
         if event.parent_id:
-            parent = self.ids_of(event.parent_id) or TraceIds.of(event.parent_id)
-            links.append(Link(SpanContext(parent.trace_id, parent.run_span, is_remote=False,
-                                          trace_flags=_SAMPLED),
-                              {"rlobs.link": "parent_run"}))
-        ids = TraceIds.of(event.run_id, event.resumed_at)
+            parent = self.ids_of(event.parent_id) or TraceIds.of(event.parent_id, None,
+                                                                  ids.trace_key)
+            if parent.trace_id == ids.trace_id:
+                context = _context(parent.trace_id, parent.run_span)
+            else:  # a run whose log says it starts a trace of its own: linked instead
+                links.append(Link(SpanContext(parent.trace_id, parent.run_span,
+                                              is_remote=False, trace_flags=_SAMPLED),
+                                  {"rlobs.link": "parent_run"}))
         attrs, dropped = attributes.run_attributes(event, self._limit, self._max_len)
         self._ids.use(ids.trace_id, ids.run_span)
-        root = self._tracer.start_span(attributes.run_name(event), context=Context(),
+        root = self._tracer.start_span(attributes.run_name(event), context=context,
                                        attributes=attrs, start_time=event.time_ns,
                                        links=links)
         self._runs[event.run_id] = _RunTrace(event, ids, root, len(attrs), dropped)
