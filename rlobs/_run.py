@@ -224,8 +224,9 @@ class Run:
 
     @property
     def window_steps(self) -> int:
-        """Steps per live trace of the ``otel`` sink (``RLOBS_OTEL_TRACE_STEPS``)."""
-        return env_int("RLOBS_OTEL_TRACE_STEPS", 100)
+        """Steps per live trace of the ``otel`` sink (``RLOBS_OTEL_TRACE_STEPS``; ``0`` for
+        a child run, which stays whole in its parent's trace)."""
+        return 0 if self.parent_id else env_int("RLOBS_OTEL_TRACE_STEPS", 100)
 
     @property
     def log_path(self) -> Path | None:

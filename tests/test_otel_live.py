@@ -163,3 +163,17 @@ def test_over_the_pending_limit_spans_keep_their_parents() -> None:
     assert all(s.parent is not None and s.parent.span_id == ids.span(turn.span_id)
                for s in calls)
     assert detail is not None and "over the pending limit" in detail
+
+
+def test_a_child_run_stays_whole_in_its_parents_trace() -> None:
+    """Windows are for root runs: a 25-step child of a 10-step-window hub is one tree in
+    its parent's trace."""
+    hub, exporter = _in_memory(10)
+    with hub, hub.run("sweep") as parent, hub.run("cell", parent=parent) as child:
+        for _ in range(25):
+            child.step(1.0)
+    hub.close()
+    spans = list(exporter.get_finished_spans())
+    assert {s.context.trace_id for s in spans} == {parent.trace_ids.trace_id}
+    assert not [s for s in spans if s.links]
+    assert child.window_steps == 0

@@ -86,7 +86,7 @@ class _RunTrace:
     """One open run: its span and what its steps still need."""
 
     __slots__ = ("attrs_dropped", "attrs_used", "done", "family", "held", "ids", "last_ns",
-                 "next_step", "parked", "parked_count", "pending", "root", "skipped_spans",
+                 "next_step", "parked", "parked_count", "pending", "per", "root", "skipped_spans",
                  "skipped_steps", "start", "waiting", "window_reward", "window_start")
 
     def __init__(self, start: RunStart, ids: TraceIds, root: trace.Span, attrs_used: int,
@@ -101,6 +101,7 @@ class _RunTrace:
         self.waiting: dict[int, list[Span]] = {}  # spans waiting for their parent span
         self.done: OrderedDict[int, bool] = OrderedDict()  # built span ids → kept
         self.held = 0  # span events in pending and waiting
+        self.per = 0  # steps per live window (0: none)
         self.skipped_steps = 0
         self.skipped_spans = 0
         self.parked: dict[int, list[_Built]] = {}  # window → spans waiting for its root
@@ -192,13 +193,16 @@ class RunTracer:
                                        attributes=attrs, start_time=event.time_ns,
                                        links=links)
         self._runs[event.run_id] = _RunTrace(event, ids, root, len(attrs), dropped)
+        # A child run stays whole in its parent's trace (a sweep, a rollout is one trace).
+        self._runs[event.run_id].per = 0 if event.parent_id else self._steps_per_window
 
-    def _window(self, step: int) -> int:
-        return TraceIds.window_of(step, self._steps_per_window)
+    @staticmethod
+    def _window(run: _RunTrace, step: int) -> int:
+        return TraceIds.window_of(step, run.per)
 
     def _step_home(self, run: _RunTrace, step: int) -> tuple[int, int]:
         """The trace and parent of step ``step``'s span: its window's root."""
-        window = self._window(step)
+        window = self._window(run, step)
         return run.ids.trace_of(window), run.ids.window_span(window)
 
     def step(self, event: Step) -> None:
@@ -228,17 +232,17 @@ class RunTracer:
             run.skipped_steps += 1
         for span in spans:
             self._tree(run, span, run.ids.step(event.step) if kept else None, trace_id)
-        per = self._steps_per_window
+        per = run.per
         if per and (event.step + 1) // per != first // per:  # its window's last index
-            if self._window(first) > 0:
-                self._close_window(run, self._window(first), event.time_ns, event.step)
+            if self._window(run, first) > 0:
+                self._close_window(run, self._window(run, first), event.time_ns, event.step)
             else:  # the run's own first steps: the next window starts here
                 run.window_start, run.window_reward = event.time_ns, 0.0
 
     def _close_window(self, run: _RunTrace, window: int, end_ns: int, last_step: int,
                       error: str | None = None) -> None:
         """Build window ``window``'s root (linked to the run span), then what it held."""
-        first = window * self._steps_per_window
+        first = window * run.per
         attrs: dict[str, Any] = {
             attributes.KIND: "CHAIN", "rlobs.run_id": run.ids.run_id, "rlobs.window": window,
             "rlobs.first_step": first, "rlobs.last_step": last_step,
@@ -344,8 +348,8 @@ class RunTracer:
             root.set_status(Status(StatusCode.ERROR, description))
             root.add_event("exception", attributes.error_event(error), timestamp=end_ns)
             self._last_step(run, end_ns, description, error)
-        window = self._window(run.next_step)
-        started = run.next_step % max(self._steps_per_window, 1) != 0  # it has steps
+        window = self._window(run, run.next_step)
+        started = run.next_step % max(run.per, 1) != 0  # it has steps
         if window > 0 and (started or description is not None):
             self._close_window(run, window, end_ns, max(run.next_step - 1, 0), description)
         for held in sorted(run.parked):
@@ -410,7 +414,7 @@ class RunTracer:
         """The open window (0: the run's trace) a span of ``trace_id`` waits for, if any."""
         if trace_id == run.ids.trace_id:
             return 0
-        window = self._window(run.next_step)
+        window = self._window(run, run.next_step)
         for candidate in (window, window - 1):  # the current window, or the one closing
             if candidate > 0 and run.ids.trace_of(candidate) == trace_id \
                     and not self._closed(run, candidate):
@@ -418,7 +422,7 @@ class RunTracer:
         return None
 
     def _closed(self, run: _RunTrace, window: int) -> bool:
-        return run.next_step >= (window + 1) * self._steps_per_window
+        return run.next_step >= (window + 1) * run.per
 
     def _build(self, built: _Built) -> None:
         name, trace_id, parent, span_id, start_ns, end_ns, attrs, description, error, \
