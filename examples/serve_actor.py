@@ -15,12 +15,14 @@ serves the checkpoint at ``--checkpoint`` (else ``$SERVE_ACTOR_CHECKPOINT``, els
 Every response carries ``latency_ms`` (for ``/act`` the actor call alone, on CUDA
 synchronised; otherwise the request's handling) and ``backend`` (``null`` before a model
 is loaded). Until the checkpoint file exists, ``/act``, ``/bench`` and ``/reload``
-answer 503. Each request makes one ``os.stat`` of the checkpoint: when its modification
+answer 503. Each of those requests makes one ``os.stat`` of the checkpoint: when its modification
 time, size or inode changed, the new weights are loaded and compiled before answering,
 without a restart (write new checkpoints to a temporary name and ``os.replace`` them in,
-so a request never reads half a file). A malformed observation batch is a 400 naming the
-expected shape. Each ``/act`` records an ``actor.deterministic`` span and a step (metric
-``latency_ms``) on the serving run. Run it::
+so a request never reads half a file; an unreadable one is retried on the next request
+while the previous weights serve on, or answered 503 if there are none). A malformed
+observation batch is a 400 naming the expected shape. Each ``/act`` records an
+``actor.deterministic`` span and a step (metric ``latency_ms``) on the serving run.
+Run it::
 
     PYTHONPATH=. python examples/serve_actor.py --init --port 8080
     curl -s localhost:8080/act -d '{"obs": [0.0, 0.1, ...]}'
@@ -128,7 +130,13 @@ class ActionService:
         return {"reloaded": True, **self.health()}
 
     def _load(self, key: tuple[int, int, int]) -> None:
-        model = load_checkpoint(self.checkpoint)
+        try:
+            model = load_checkpoint(self.checkpoint)
+        except Exception as exc:  # half-written or foreign file: retried on the next request
+            if self.actor is None:
+                raise NotReady(f"checkpoint {self.checkpoint} unreadable: "
+                               f"{type(exc).__name__}: {exc}") from None
+            return  # keep serving the weights loaded before
         # The server thread is not where the run was entered: give the run explicitly.
         # The weights are fixed until the next checkpoint, which gets a new actor: they
         # may be frozen in, and the per-call weight check is not needed.

@@ -40,7 +40,7 @@ from ._settings import env_float
 from ._ship import Shipper
 from ._sink import Sink
 
-_ENTRY = "import sys; from rlobs._daemon import main; sys.exit(main(sys.argv[1:]))"
+_ENTRY = "import sys; from rlobs._daemon import main; sys.exit(main())"
 _START_GRACE_S = 30.0  # a shipper we started that has not taken its lock yet is starting
 
 SPEC_VARIABLE = "RLOBS_SHIP_SPEC"
@@ -155,22 +155,29 @@ class ShipperLink:
         actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                    (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
                    (os.POSIX_SPAWN_OPEN, 2, str(log), flags, 0o600)]
-        self._pid = os.posix_spawn(
-            sys.executable, [sys.executable, "-c", _ENTRY, str(self.directory), self.digest],
-            env, file_actions=actions, setsid=True)
-        self._spawned_at = time.monotonic()
-        self.spawned += 1
         # Until it holds its lock, this says a shipper is on its way (to other processes
-        # of this configuration and to `rlobs sync`, so neither starts a second one).
+        # of this configuration and to `rlobs sync`, so neither starts a second one): in
+        # our name until the shipper, forked free of us, writes its own.
         with contextlib.suppress(OSError):
             _starting_path(self.directory, self.digest).write_text(
-                f"{self._pid} {time.time()}")
+                f"{os.getpid()} {time.time()}")
+        try:
+            self._pid = os.posix_spawn(
+                sys.executable, [sys.executable, "-c", _ENTRY, str(self.directory),
+                                 self.digest], env, file_actions=actions, setsid=True)
+        except OSError:
+            with contextlib.suppress(OSError):
+                _starting_path(self.directory, self.digest).unlink()
+            raise
+        self._spawned_at = time.monotonic()
+        self.spawned += 1
 
     def _starting(self) -> bool:
-        """Whether the shipper this process started is still starting up."""
+        """Whether the shipper this process started is still starting up (the process
+        we spawned, until it forks itself free; then the one its marker names)."""
         if self._pid is None or time.monotonic() - self._spawned_at > _START_GRACE_S:
             return False
-        return not self._reap()
+        return not self._reap() or _starting(self.directory, self.digest)
 
     def _reap(self) -> bool:
         """Collect our shipper if it exited (no zombie is left); True if it did."""
@@ -208,10 +215,23 @@ class ShipperLink:
         return True
 
 
+def _detach(directory: Path, digest: str) -> None:
+    """Leave the process that started us (fork; the first process exits at once), so a
+    parent that ends its children when it exits — a Ray worker does — cannot take the
+    shipper, and the runs it still has to ship, along. Safe here: nothing but rlobs is
+    loaded and no thread runs yet."""
+    if os.fork() > 0:
+        os._exit(0)
+    with contextlib.suppress(OSError):  # the starting marker names the shipper itself
+        _starting_path(directory, digest).write_text(f"{os.getpid()} {time.time()}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the shipper of one directory and configuration until it is idle."""
     args = sys.argv[1:] if argv is None else argv
     directory, digest = Path(args[0]), args[1]
+    if argv is None:
+        _detach(directory, digest)
     fd = _try_lock(_lock_path(directory, digest))
     with contextlib.suppress(OSError):
         _starting_path(directory, digest).unlink()

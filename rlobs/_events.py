@@ -38,6 +38,8 @@ class RunStart(NamedTuple):
     there). A run that continues an existing log (the same ``run_id`` again: a restarted
     job, a resumed training) starts a new segment of it; ``resumed_at`` is then the number
     of steps the log held, and step indices, cumulative reward and episodes continue.
+    ``trace`` names the trace the run's spans belong to (its root run's id, see
+    :class:`rlobs.TraceIds`): a child run started in this process joins its parent's.
     """
 
     run_id: str
@@ -49,6 +51,7 @@ class RunStart(NamedTuple):
     sinks: Mapping[str, Any] | None = None
     shipper: str | None = None
     resumed_at: int | None = None
+    trace: str | None = None
 
 
 class Step(NamedTuple):

@@ -123,6 +123,7 @@ class Run:
         self.name = str(name)
         self.run_id = check_run_id(run_id)
         self.parent_id = parent.run_id if isinstance(parent, Run) else parent
+        self._parent_run = parent if isinstance(parent, Run) else None
         self._ids: TraceIds | None = None
         self.params = flatten_params(params)
         self.tags = clean_tags(tags)
@@ -195,11 +196,20 @@ class Run:
         """Started and not ended."""
         return self._open
 
+    def _parent_key(self) -> str | None:
+        """The trace of the parent run: its own if it is a run here, else its id (a run
+        of another process is taken for the root of its trace)."""
+        if self._parent_run is not None:
+            return self._parent_run.trace_ids.trace_key
+        return self.parent_id
+
     @property
     def trace_ids(self) -> TraceIds:
         """The OpenTelemetry ids the ``otel`` sink gives this run's spans (see
         :class:`rlobs.TraceIds`); final once the run started."""
-        return self._ids if self._ids is not None else TraceIds.of(self.run_id)
+        if self._ids is None:
+            return TraceIds.of(self.run_id, None, self._parent_key())
+        return self._ids
 
     @property
     def span_sampling(self) -> tuple[int, int]:
@@ -214,8 +224,9 @@ class Run:
 
     @property
     def window_steps(self) -> int:
-        """Steps per live trace of the ``otel`` sink (``RLOBS_OTEL_TRACE_STEPS``)."""
-        return env_int("RLOBS_OTEL_TRACE_STEPS", 100)
+        """Steps per live trace of the ``otel`` sink (``RLOBS_OTEL_TRACE_STEPS``; ``0`` for
+        a child run, which stays whole in its parent's trace)."""
+        return 0 if self.parent_id else env_int("RLOBS_OTEL_TRACE_STEPS", 100)
 
     @property
     def log_path(self) -> Path | None:
@@ -241,10 +252,10 @@ class Run:
                 if last is not None:
                     self._continue_from(last)
                 resumed_at = self._steps if last is not None else None
+                self._ids = TraceIds.of(self.run_id, resumed_at, self._parent_key())
                 event = self._ctx.describe(RunStart(
                     self.run_id, self.name, self.params, self.tags, self.parent_id,
-                    self._start_ns, resumed_at=resumed_at))
-                self._ids = TraceIds.of(self.run_id, resumed_at)
+                    self._start_ns, resumed_at=resumed_at, trace=self._ids.trace_key))
             except BaseException:
                 writer.abort(rf)
                 raise
@@ -311,6 +322,9 @@ class Run:
                 return
             index = self._steps
             total = self._total + reward
+            if self._llm_step:  # LLM calls since the last step: their usage is the step's
+                clean = {**clean, **self._llm_step}
+                self._llm_step = {}
             episode = self._episodes
             ep_return = self._ep_return + reward
             pending = self._pending

@@ -104,26 +104,25 @@ class RunTally:
 
     def add(self, event: Event) -> None:
         """Account one event (in log order)."""
-        kind = type(event)
-        if kind is Step:
-            self.add_step(event)  # type: ignore[arg-type]
-        elif kind is Span:
+        if isinstance(event, Step):
+            self.add_step(event)
+            self.last_ns = max(self.last_ns, event.time_ns)
+            return
+        if isinstance(event, Span):
             self.spans += 1
-            self.last_ns = max(self.last_ns, event.end_ns)  # type: ignore[union-attr]
-        elif kind is RunStart:
-            self._start(event)  # type: ignore[arg-type]
-        elif kind is RunUpdate:
-            assert isinstance(event, RunUpdate)
+            self.last_ns = max(self.last_ns, event.end_ns)
+            return
+        if isinstance(event, RunStart):
+            self._start(event)
+        elif isinstance(event, RunUpdate):
             self.params.update(event.params)
             self.tags.update(event.tags)
             self.summaries.update(event.metrics)
-        elif kind is RunEnd:
-            self._end(event)  # type: ignore[arg-type]
-        elif kind is Artifact:
-            assert isinstance(event, Artifact)
+        elif isinstance(event, RunEnd):
+            self._end(event)
+        elif isinstance(event, Artifact):
             self.artifacts.append(event.artifact_path or os.path.basename(event.path))
-        if kind is not Span:
-            self.last_ns = max(self.last_ns, event.time_ns)  # type: ignore[union-attr]
+        self.last_ns = max(self.last_ns, event.time_ns)
 
     def add_step(self, step: Step) -> Sequence[float]:
         """Account one step (the console's hot path: kept lean); returns the returns of

@@ -35,9 +35,9 @@ class TraceIds:
 
     Args:
         run_id: the run.
-        trace_key: the trace the run's segment is: its id, with ``:<resumed_at>`` for a
-            segment that resumed a log (:meth:`key_for`). A child run is a trace of its
-            own whose run span links to its parent's.
+        trace_key: the trace the run's segment belongs to: its root run's id (a child
+            run joins its parent's trace), with ``:<resumed_at>`` for a root segment that
+            resumed a log (:meth:`key_for`).
         segment: ``RunStart.resumed_at`` of the run's current segment (``0`` for the
             first): span ids restart with each segment.
     """
@@ -51,15 +51,27 @@ class TraceIds:
         self.trace_id = _digest(16, "rlobs.trace", trace_key)
 
     @staticmethod
-    def key_for(run_id: str, resumed_at: int | None = None) -> str:
-        """The trace key of a run's segment: its id, with ``:<resumed_at>`` for a segment
-        that resumed a log (each segment is a trace of its own)."""
+    def key_for(run_id: str, resumed_at: int | None = None,
+                parent_key: str | None = None) -> str:
+        """The trace key of a run's segment: its parent's (a child run joins its parent's
+        trace), else its id, with ``:<resumed_at>`` for a segment that resumed a log."""
+        if parent_key:
+            return parent_key
         return run_id if not resumed_at else f"{run_id}:{resumed_at}"
 
     @classmethod
-    def of(cls, run_id: str, resumed_at: int | None = None) -> TraceIds:
-        """The ids of a run's segment (``RunStart.run_id``, ``RunStart.resumed_at``)."""
-        return cls(run_id, cls.key_for(run_id, resumed_at), resumed_at or 0)
+    def of(cls, run_id: str, resumed_at: int | None = None,
+           parent_key: str | None = None) -> TraceIds:
+        """The ids of a run's segment (``RunStart.run_id``, ``RunStart.resumed_at``, and
+        the parent's trace key if it has a parent)."""
+        return cls(run_id, cls.key_for(run_id, resumed_at, parent_key), resumed_at or 0)
+
+    @classmethod
+    def of_start(cls, start: Any) -> TraceIds:
+        """The ids of the run a ``RunStart`` starts (its recorded ``trace``; for a log
+        written before runs recorded it, its parent's id or its own)."""
+        key = start.trace or cls.key_for(start.run_id, start.resumed_at, start.parent_id)
+        return cls(start.run_id, key, start.resumed_at or 0)
 
     @property
     def trace_hex(self) -> str:
@@ -78,8 +90,8 @@ class TraceIds:
 
     def trace_of(self, window: int) -> int:
         """The trace id of window ``window`` (window 0 is the run's trace)."""
-        return self.trace_id if window == 0 else _digest(16, "rlobs.window", self.trace_key,
-                                                         window)
+        return self.trace_id if window == 0 else _digest(16, "rlobs.window", self.run_id,
+                                                         self.segment, window)
 
     def window_span(self, window: int) -> int:
         """The id of window ``window``'s root span (window 0's is the run span)."""

@@ -145,3 +145,20 @@ def test_a_wrong_path_or_argument_is_one_clear_line(
     err = capsys.readouterr().err
     assert code == 2, err
     assert err.strip() and "Traceback" not in err
+
+
+@pytest.mark.skipif(sys.prefix == sys.base_prefix, reason="needs a virtualenv")
+def test_printed_commands_name_the_venv_when_it_is_not_activated(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """From the directory holding `.venv`, hints say `.venv/bin/mlflow ...`; with the venv
+    activated (its bin first on PATH), the bare word."""
+    from rlobs._demo import runnable
+
+    venv_bin = Path(sys.executable).parent
+    monkeypatch.chdir(venv_bin.parent.parent)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert runnable("mlflow ui --port 5001") == \
+        f"{venv_bin.parent.name}/{venv_bin.name}/mlflow ui --port 5001"
+    assert runnable("no-such-program --x") == "no-such-program --x"
+    monkeypatch.setenv("PATH", f"{venv_bin}:/usr/bin:/bin")
+    assert runnable("mlflow ui --port 5001") == "mlflow ui --port 5001"

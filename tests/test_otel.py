@@ -153,9 +153,8 @@ def test_span_error_marks_the_span(traced: Traced) -> None:
     assert [e.name for e in span.events] == ["exception"]
 
 
-def test_nested_run_is_its_own_trace_linked_to_the_parent(traced: Traced) -> None:
-    """A child run is a trace of its own (one trace per run), its run span linked to its
-    parent run's span."""
+def test_nested_run_joins_the_parent_trace(traced: Traced) -> None:
+    """A child run's span is a child of its parent run's span, in the parent's trace."""
     with traced.hub.run("sweep") as parent:
         with traced.hub.run("sweep-cell", parent=parent) as child:
             child.step(1.0)
@@ -163,11 +162,8 @@ def test_nested_run_is_its_own_trace_linked_to_the_parent(traced: Traced) -> Non
     traced.hub.close()
     outer = traced.named("invoke_agent sweep")
     inner = traced.named("invoke_agent sweep-cell")
-    assert inner.parent is None
-    assert inner.context.trace_id == child.trace_ids.trace_id != outer.context.trace_id
-    (link,) = inner.links
-    assert (link.context.trace_id, link.context.span_id) == \
-        (outer.context.trace_id, outer.context.span_id)
+    assert inner.context.trace_id == outer.context.trace_id == child.trace_ids.trace_id
+    assert inner.parent is not None and inner.parent.span_id == outer.context.span_id
     assert dict(inner.attributes or {})["rlobs.parent_run_id"] == parent.run_id
 
 

@@ -141,3 +141,39 @@ def test_otel_context_follows_the_window(monkeypatch: pytest.MonkeyPatch) -> Non
     assert span.parent is not None and span.parent.span_id == ids.step(12)
     step = next(s for s in exporter.get_finished_spans() if s.name == "step 12")
     assert (step.context.trace_id, step.context.span_id) == (ids.trace_of(1), ids.step(12))
+
+
+def test_over_the_pending_limit_spans_keep_their_parents() -> None:
+    """With room to hold 3 spans, a turn of 10 calls is sent early, parents unchanged."""
+    exporter = InMemorySpanExporter()
+    sink = OtelSink(exporter=exporter, env={"RLOBS_OTEL_MAX_PENDING_SPANS": "3"})
+    with rlobs.Hub([sink], heartbeat_s=0, provenance=False) as hub, hub.run("busy") as run:
+        with run.span("turn") as turn:
+            for _ in range(10):
+                with run.span("call"):
+                    pass
+        run.step(0.0)
+    hub.close()
+    (status,) = hub.status()
+    detail = status.detail
+    ids = run.trace_ids
+    spans = list(exporter.get_finished_spans())
+    calls = [s for s in spans if s.name == "call"]
+    assert len(calls) == 10
+    assert all(s.parent is not None and s.parent.span_id == ids.span(turn.span_id)
+               for s in calls)
+    assert detail is not None and "over the pending limit" in detail
+
+
+def test_a_child_run_stays_whole_in_its_parents_trace() -> None:
+    """Windows are for root runs: a 25-step child of a 10-step-window hub is one tree in
+    its parent's trace."""
+    hub, exporter = _in_memory(10)
+    with hub, hub.run("sweep") as parent, hub.run("cell", parent=parent) as child:
+        for _ in range(25):
+            child.step(1.0)
+    hub.close()
+    spans = list(exporter.get_finished_spans())
+    assert {s.context.trace_id for s in spans} == {parent.trace_ids.trace_id}
+    assert not [s for s in spans if s.links]
+    assert child.window_steps == 0

@@ -38,15 +38,19 @@ def exported_tree(receiver: OtlpReceiver, runs_dir: Path, run: Run) -> dict[int,
     """Wait for the run's spans; assert they form the log's tree; return them by id."""
     log = rlobs.read_run(runs_dir / f"{run.run_id}.jsonl")
     ids = run.trace_ids
-    expected = 1 + len(log.steps) + len(log.spans)
+    wanted = {ids.run_span, *(ids.step(s.step) for s in log.steps),
+              *(ids.span(s.span_id) for s in log.spans)}
     deadline = time.monotonic() + 30
-    while True:  # other runs' traces may arrive too
-        spans = {s.span_id: s for s in receiver.spans if s.trace_id == ids.trace_id}
-        if len(spans) >= expected or time.monotonic() > deadline:
+    while True:  # other runs' spans may arrive too
+        spans = {s.span_id: s for s in receiver.spans if s.span_id in wanted}
+        if len(spans) >= len(wanted) or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    assert len(spans) == expected, sorted(s.name for s in spans.values())
-    assert spans[ids.run_span].parent_id is None
+    assert len(spans) == len(wanted), sorted(s.name for s in spans.values())
+    assert {s.trace_id for s in spans.values()} == {ids.trace_id}
+    parent_run = log.start.parent_id
+    assert spans[ids.run_span].parent_id == (
+        TraceIds.of(parent_run, None, ids.trace_key).run_span if parent_run else None)
     for step in log.steps:
         assert spans[ids.step(step.step)].parent_id == ids.run_span
     for span in log.spans:
@@ -212,7 +216,7 @@ def test_shipped_async_agents_example(receiver: OtlpReceiver, runs_dir: Path) ->
     agents = [log for log in logs if log.start.name.startswith("agents-agent")]
     assert len(agents) == 3
     for log in agents:
-        ids = TraceIds.of(log.start.run_id)
+        ids = TraceIds.of_start(log.start)
         for k in range(4):
             step = spans[ids.step(k)]
             children = [s for s in spans.values() if s.parent_id == step.span_id]

@@ -143,6 +143,16 @@ def test_each_request_stats_the_checkpoint_once(serve: ModuleType, served: Serve
     assert len(calls) == 3 and served.service.loads == 1
 
 
+def test_unreadable_checkpoint_is_503_then_served_once_valid(serve: ModuleType,
+                                                              served: Served) -> None:
+    """A half-written file answers 503 with the reason; the next valid one is served."""
+    served.checkpoint.write_bytes(b"not a checkpoint")
+    status, body = _act(served, [0.0] * 28)
+    assert status == 503 and "unreadable" in body["error"]
+    _write(serve, served, seed=0)
+    assert _act(served, [0.0] * 28)[0] == 200
+
+
 def test_forced_reload_loads_again(serve: ModuleType, served: Served) -> None:
     """POST /reload loads the checkpoint again even when its stat looks unchanged."""
     _write(serve, served, seed=0)

@@ -43,6 +43,7 @@ def _rows(text: str) -> dict[str, list[str]]:
 def test_unreachable_mlflow_and_otel_are_not_available(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """Nothing listens at either endpoint: both are 'no' with the reason, exit 1."""
+    monkeypatch.setenv("COLUMNS", "400")  # the reasons on one line each, whatever the paths
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{free_port()}")
     assert main(["status"]) == 1

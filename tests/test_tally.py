@@ -11,13 +11,14 @@ import gymnasium as gym
 import pytest
 
 import rlobs
-from rlobs import Hub, RunTally, list_runs
+from rlobs import Hub, RunTally, Step, list_runs
 from rlobs._cli import main
 from rlobs._compare import compare
 from rlobs._curves import episodes
 from rlobs._reader import read_run
 from rlobs._tail import watch
 from rlobs.integrations.gymnasium import RecordVectorEpisodes
+from rlobs.testing import RecordingSink
 from sinks.console import ConsoleSink
 
 
@@ -86,6 +87,9 @@ def test_a_reused_run_id_counts_both_segments_once(
     assert rows["status"] == "finished" and rows["segments"].startswith("2")
     groups, _ = compare([tmp_path], "k")
     assert len(groups[0].runs[0].episodes) == 4
+    seen = RecordingSink()
+    end = watch(tmp_path / "same.jsonl", seen, timeout_s=30)  # tail follows to the last end
+    assert end.steps == 16 and len(seen.of_type(Step)) == 16
 
 
 def test_show_displays_summaries_results_and_children(

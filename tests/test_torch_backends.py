@@ -226,3 +226,22 @@ def test_cuda_graphs_run_eager_for_inputs_they_cannot_capture() -> None:
     graphs(x=x)
     assert graphs.fallback == "cudagraph: keyword arguments are not captured"
     assert graphs.captured == 0
+
+
+def test_auto_skips_onnx_quietly_without_onnxruntime(sac: SACActor,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Without the rlobs[onnx] extra auto skips onnx with the reason, and warns nothing."""
+    import importlib.util
+
+    from rlobs.torch import _auto
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(_auto.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with caplog.at_level("WARNING", logger="rlobs"):
+        actor = instrument(sac, method="deterministic", example_inputs=(torch.randn(1, 28),))
+    assert actor.selection is not None
+    assert "not installed" in actor.selection.failed["onnx"]
+    assert set(actor.selection.per_call_ms) == {"script", "eager"}
+    assert [r for r in caplog.records if r.levelname == "WARNING"] == []

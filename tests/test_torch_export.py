@@ -103,3 +103,14 @@ def test_cache_dir_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("RLOBS_ACTOR_CACHE_DIR", str(tmp_path))
     assert cache_dir() == tmp_path
     assert cache_dir("/elsewhere") == Path("/elsewhere")
+
+
+def test_the_cache_key_takes_zero_dimensional_buffers() -> None:
+    """A module with a 0-d buffer (BatchNorm's step counter) gets a key like any other."""
+    from rlobs.torch._cache import module_key
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.BatchNorm1d(2)).eval()
+    first = module_key(model, "forward", ((1, 4),), "export")
+    with torch.no_grad():
+        model[1].num_batches_tracked.add_(1)
+    assert module_key(model, "forward", ((1, 4),), "export") != first

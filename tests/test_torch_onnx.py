@@ -113,12 +113,12 @@ def test_shape_limit_runs_new_shapes_eager(sac: SACActor) -> None:
 
 
 def test_auto_measures_onnx_quietly(sac: SACActor, capfd: pytest.CaptureFixture[str]) -> None:
-    """The default path tries onnx, script and eager without a warning or a stderr line."""
+    """The default path tries onnx, script and eager without a warning or an output line."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         actor = instrument(sac, method="deterministic", example_inputs=(torch.randn(1, 28),))
     assert [str(w.message) for w in caught] == []
-    assert capfd.readouterr().err == ""
+    assert capfd.readouterr() == ("", "")
     assert actor.selection is not None
     assert set(actor.selection.per_call_ms) == {"onnx", "script", "eager"}
     assert actor.backend == actor.selection.backend
@@ -144,3 +144,15 @@ def test_non_tensor_input_runs_eager_with_the_reason(sac: SACActor) -> None:
         actor([[0.0] * 28])
     assert actor.fn.fallback == "onnx: inputs must all be tensors on cpu"  # type: ignore[attr-defined]
     assert actor.backend == "onnx"
+
+
+@pytest.mark.slow
+def test_dynamo_exporter_is_an_option_and_matches_eager(sac: SACActor) -> None:
+    """{"onnx": {"dynamo": True}} exports with torch.export's exporter (the legacy one's
+    successor, also the fallback when it fails) and matches eager."""
+    x = torch.randn(2, 28)
+    actor = instrument(sac, backend="onnx", method="deterministic", example_inputs=(x,),
+                       options={"onnx": {"dynamo": True}})
+    assert (actor.backend, actor.fallback_reason) == ("onnx", None)
+    with torch.inference_mode():
+        torch.testing.assert_close(actor(x), sac.deterministic(x), rtol=RTOL, atol=ATOL)

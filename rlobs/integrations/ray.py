@@ -14,7 +14,8 @@
 Nothing here keeps state between calls in a worker process (Ray reuses them): each
 :func:`worker_run` opens a fresh run on the process's hub, which is built from the
 process's own environment. ``import rlobs`` never imports ray; this module imports
-``ray`` itself and ``ray.tune`` / ``ray.rllib`` only when their callback is asked for.
+``ray`` when a worker run is made, and ``ray.tune`` / ``ray.rllib`` only when their
+callback is asked for.
 """
 
 from __future__ import annotations
@@ -37,12 +38,8 @@ _CARRIED = ("RLOBS_", "MLFLOW_", "OTEL_")
 """Prefixes of the driver's variables a worker needs to log to the same sinks."""
 
 
-KEEP_CHILDREN = "RAY_kill_child_processes_on_worker_exit"
-"""Ray's setting: ``0`` stops a worker from ending its child processes when it exits."""
-
-
-def worker_env(parent: Run | str | None = None, *, env: Mapping[str, str] | None = None,
-               keep_shipper: bool = True) -> dict[str, str]:
+def worker_env(parent: Run | str | None = None, *,
+               env: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment variables for Ray workers, for ``runtime_env={"env_vars": ...}``.
 
     Args:
@@ -51,18 +48,12 @@ def worker_env(parent: Run | str | None = None, *, env: Mapping[str, str] | None
         env: the variables to carry (default ``os.environ``): every ``RLOBS_*``,
             ``MLFLOW_*`` and ``OTEL_*`` one. A relative ``RLOBS_JSONL_DIR`` is made
             absolute, as a worker's working directory is not the driver's.
-        keep_shipper: the first worker on a node that opens a run starts that node's
-            shipper, as its child process; a Ray worker that exits ends its children, so
-            this sets ``RAY_kill_child_processes_on_worker_exit=0`` for these workers
-            (their other children are then left to exit on their own, as outside Ray).
 
     Raises:
         InvalidRunId: ``parent`` is not a valid run id.
     """
     source = os.environ if env is None else env
     out = {k: v for k, v in source.items() if k.startswith(_CARRIED)}
-    if keep_shipper:
-        out[KEEP_CHILDREN] = "0"
     directory = out.get(ev.RLOBS_JSONL_DIR)
     if directory and not os.path.isabs(directory):
         out[ev.RLOBS_JSONL_DIR] = os.path.abspath(directory)

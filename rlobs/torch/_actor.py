@@ -97,7 +97,7 @@ class CompiledActor:
     @property
     def fn(self) -> Callable[..., Any]:
         """The callable each call runs: no timing, no span, no fallback."""
-        return self._fn
+        return self._callable
 
     # ------------------------------------------------------------------ calls
 
@@ -201,7 +201,9 @@ class CompiledActor:
         self._install(built)
 
     def _install(self, built: Built, *, ready: bool = True) -> None:
-        self._fn = built.fn
+        self._callable = built.fn
+        # A per-shape callable's own entry function: one call layer less per call.
+        self._fn = built.fn.entry if isinstance(built.fn, StaticShapes) else built.fn
         self._backend = built.backend
         self._reason = built.reason
         self._ready = ready

@@ -9,6 +9,7 @@ someone else's load, the best one is closest to the backend's own cost.
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -92,6 +93,10 @@ def choose(module: torch.nn.Module, method: str, candidates: Sequence[str],
     built: dict[str, Built] = {}
     failed: dict[str, str] = {}
     for name in dict.fromkeys([*candidates, "eager"]):
+        missing = _missing_extra(name)
+        if missing is not None:  # a default candidate without its extra: no warning
+            failed[name] = missing
+            continue
         result = build(module, method, name, example=example, options=options.get(name))
         if result.reason is None:
             built[name] = result
@@ -110,6 +115,12 @@ def choose(module: torch.nn.Module, method: str, candidates: Sequence[str],
     logger.info("actor backend chosen", module=type(module).__name__, method=method,
                 backend=best, reason=reason, failed=failed or None)
     return built[best], selection
+
+
+def _missing_extra(backend: str) -> str | None:
+    if backend == "onnx" and importlib.util.find_spec("onnxruntime") is None:
+        return "onnxruntime is not installed (pip install rlobs[onnx])"
+    return None
 
 
 def _shape(example: Sequence[Any]) -> str:

@@ -45,7 +45,7 @@ def module_key(module: torch.nn.Module, method: str, signature: Any, backend: st
         digest.update(_class_source(cls).encode() + b"\0")
     for name, tensor in module.state_dict(keep_vars=False).items():
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        data = tensor.detach().cpu().contiguous()
+        data = tensor.detach().cpu().reshape(-1)  # 0-d buffers (step counters) too
         digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
     return digest.hexdigest()[:32]
 

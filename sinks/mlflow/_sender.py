@@ -558,7 +558,7 @@ class Sender:
         if not otel.get("trace_id") or not isinstance(window, int) or window <= 0 \
                 or state.end is None or state.mlflow_id is None:
             return
-        ids = TraceIds.of(state.start.run_id, state.start.resumed_at)
+        ids = TraceIds.of_start(state.start)
         first = max(1, TraceIds.window_of(state.start.resumed_at or 0, window))
         last = TraceIds.window_of(max(state.end.steps - 1, 0), window)
         traces = [f"{ids.trace_of(w):032x}" for w in range(first, last + 1)]

@@ -58,7 +58,8 @@ Spans of steps without a span are dropped and counted (``rlobs.spans_skipped``).
 RLOBS_OTEL_TRACE_STEPS = "RLOBS_OTEL_TRACE_STEPS"
 """Live traces: steps ``0 .. W-1`` are in the run's own trace (shown when the run ends);
 each later window of ``W`` steps is a trace of its own, sent when its last step arrives,
-its root linked to the run span. ``0``: one trace per run. Default ``100``. Set the same
+its root linked to the run span. ``0``: one trace per run. Default ``100``. A child run
+stays whole in its parent's trace. Set the same
 value in the training process when using :data:`rlobs.environment_variables.RLOBS_OTEL_CONTEXT`."""
 RLOBS_OTEL_MAX_PENDING_SPANS = "RLOBS_OTEL_MAX_PENDING_SPANS"
 """Spans one run may hold while they wait for their step, parent or trace root; past it
@@ -389,8 +390,8 @@ class OtelSink(Sink):
     def start_context(self, event: RunStart) -> dict[str, Any]:
         """The run's trace id and steps per live window, recorded in its start for other
         sinks (the MLflow sink links the traces to its run) and for people reading it."""
-        return {"trace_id": TraceIds.of(event.run_id, event.resumed_at).trace_hex,
-                "window_steps": self.window_steps}
+        return {"trace_id": TraceIds.of_start(event).trace_hex,
+                "window_steps": 0 if event.parent_id else self.window_steps}
 
     def probe(self) -> str | None:
         """Whether the endpoint answers: ``None`` if a TCP connection to its host and port

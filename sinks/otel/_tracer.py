@@ -85,8 +85,8 @@ description, error, links."""
 class _RunTrace:
     """One open run: its span and what its steps still need."""
 
-    __slots__ = ("attrs_dropped", "attrs_used", "done", "family", "ids", "last_ns",
-                 "next_step", "parked", "parked_count", "pending", "root", "skipped_spans",
+    __slots__ = ("attrs_dropped", "attrs_used", "done", "family", "held", "ids", "last_ns",
+                 "next_step", "parked", "parked_count", "pending", "per", "root", "skipped_spans",
                  "skipped_steps", "start", "waiting", "window_reward", "window_start")
 
     def __init__(self, start: RunStart, ids: TraceIds, root: trace.Span, attrs_used: int,
@@ -100,6 +100,8 @@ class _RunTrace:
         self.pending: dict[int, list[Span]] = {}  # top spans waiting for their step
         self.waiting: dict[int, list[Span]] = {}  # spans waiting for their parent span
         self.done: OrderedDict[int, bool] = OrderedDict()  # built span ids → kept
+        self.held = 0  # span events in pending and waiting
+        self.per = 0  # steps per live window (0: none)
         self.skipped_steps = 0
         self.skipped_spans = 0
         self.parked: dict[int, list[_Built]] = {}  # window → spans waiting for its root
@@ -109,10 +111,16 @@ class _RunTrace:
         self.attrs_used = attrs_used
         self.attrs_dropped = attrs_dropped
 
-    @property
-    def held(self) -> int:
-        """Span events waiting for their step or parent."""
-        return sum(map(len, self.pending.values())) + sum(map(len, self.waiting.values()))
+    def hold(self, table: dict[int, list[Span]], key: int, event: Span) -> None:
+        """Keep ``event`` in ``pending`` or ``waiting`` under ``key``."""
+        table.setdefault(key, []).append(event)
+        self.held += 1
+
+    def take(self, table: dict[int, list[Span]], key: int) -> list[Span]:
+        """What ``pending`` or ``waiting`` holds under ``key``, no longer held."""
+        events = table.pop(key, [])
+        self.held -= len(events)
+        return events
 
 
 class RunTracer:
@@ -161,31 +169,40 @@ class RunTracer:
         return run.ids if run is not None else self._ended.get(run_id)
 
     def start(self, event: RunStart) -> None:
-        """Open the run's span: the root of the run's own trace, linked to its parent run's
-        span (whose ids follow from the parent's id, seen here or not)."""
+        """Open the run's span; a child run's is a child of its parent run's span, in the
+        parent's trace (the parent may have ended already, or be unknown here: its ids
+        follow from its id all the same)."""
         if len(self._runs) >= self._max_runs:
             self.untraced_runs += 1
             return
+        ids = TraceIds.of_start(event)
+        context = Context()
         links: list[Link] = []
         if event.parent_id:
-            parent = self.ids_of(event.parent_id) or TraceIds.of(event.parent_id)
-            links.append(Link(SpanContext(parent.trace_id, parent.run_span, is_remote=False,
-                                          trace_flags=_SAMPLED),
-                              {"rlobs.link": "parent_run"}))
-        ids = TraceIds.of(event.run_id, event.resumed_at)
+            parent = self.ids_of(event.parent_id) or TraceIds.of(event.parent_id, None,
+                                                                  ids.trace_key)
+            if parent.trace_id == ids.trace_id:
+                context = _context(parent.trace_id, parent.run_span)
+            else:  # a run whose log says it starts a trace of its own: linked instead
+                links.append(Link(SpanContext(parent.trace_id, parent.run_span,
+                                              is_remote=False, trace_flags=_SAMPLED),
+                                  {"rlobs.link": "parent_run"}))
         attrs, dropped = attributes.run_attributes(event, self._limit, self._max_len)
         self._ids.use(ids.trace_id, ids.run_span)
-        root = self._tracer.start_span(attributes.run_name(event), context=Context(),
+        root = self._tracer.start_span(attributes.run_name(event), context=context,
                                        attributes=attrs, start_time=event.time_ns,
                                        links=links)
         self._runs[event.run_id] = _RunTrace(event, ids, root, len(attrs), dropped)
+        # A child run stays whole in its parent's trace (a sweep, a rollout is one trace).
+        self._runs[event.run_id].per = 0 if event.parent_id else self._steps_per_window
 
-    def _window(self, step: int) -> int:
-        return TraceIds.window_of(step, self._steps_per_window)
+    @staticmethod
+    def _window(run: _RunTrace, step: int) -> int:
+        return TraceIds.window_of(step, run.per)
 
     def _step_home(self, run: _RunTrace, step: int) -> tuple[int, int]:
         """The trace and parent of step ``step``'s span: its window's root."""
-        window = self._window(step)
+        window = self._window(run, step)
         return run.ids.trace_of(window), run.ids.window_span(window)
 
     def step(self, event: Step) -> None:
@@ -202,9 +219,9 @@ class RunTracer:
         width = event.env_steps  # a vector record stands for indices first .. step
         first = event.step - width + 1
         self._release_orphans(run, first)
-        spans = run.pending.pop(event.step, []) if width == 1 else [
+        spans = run.take(run.pending, event.step) if width == 1 else [
             span for index in range(first, event.step + 1)
-            for span in run.pending.pop(index, ())]
+            for span in run.take(run.pending, index)]
         kept = self._sampling.keep(event.step, width)
         trace_id, parent = self._step_home(run, event.step)
         if kept:
@@ -215,17 +232,17 @@ class RunTracer:
             run.skipped_steps += 1
         for span in spans:
             self._tree(run, span, run.ids.step(event.step) if kept else None, trace_id)
-        per = self._steps_per_window
+        per = run.per
         if per and (event.step + 1) // per != first // per:  # its window's last index
-            if self._window(first) > 0:
-                self._close_window(run, self._window(first), event.time_ns, event.step)
+            if self._window(run, first) > 0:
+                self._close_window(run, self._window(run, first), event.time_ns, event.step)
             else:  # the run's own first steps: the next window starts here
                 run.window_start, run.window_reward = event.time_ns, 0.0
 
     def _close_window(self, run: _RunTrace, window: int, end_ns: int, last_step: int,
                       error: str | None = None) -> None:
         """Build window ``window``'s root (linked to the run span), then what it held."""
-        first = window * self._steps_per_window
+        first = window * run.per
         attrs: dict[str, Any] = {
             attributes.KIND: "CHAIN", "rlobs.run_id": run.ids.run_id, "rlobs.window": window,
             "rlobs.first_step": first, "rlobs.last_step": last_step,
@@ -258,14 +275,14 @@ class RunTracer:
             if kept is not None:  # the parent was built already (recorded out of order)
                 self._tree(run, event, run.ids.span(parent) if kept else None, trace_id)
             elif self._hold(run):
-                run.waiting.setdefault(parent, []).append(event)
+                run.hold(run.waiting, parent, event)
             else:  # over the limit: built now, its parent's id known all the same
                 self._tree(run, event, run.ids.span(parent) if keep else None, trace_id)
         elif event.step < run.next_step or not self._hold(run):
             # its step came first (recorded on another thread), or too much waits already
             self._tree(run, event, run.ids.step(event.step) if keep else None, trace_id)
         else:
-            run.pending.setdefault(event.step, []).append(event)
+            run.hold(run.pending, event.step, event)
 
     def _hold(self, run: _RunTrace) -> bool:
         if run.held < self._max_pending:
@@ -311,10 +328,10 @@ class RunTracer:
             trace_id, parent = self._step_home(run, step)
             if unfinished and step == run.next_step:
                 parent = run.ids.step(step)
-            for span in run.pending.pop(step):
+            for span in run.take(run.pending, step):
                 self._tree(run, span, parent, trace_id)
         for parent in list(run.waiting):  # parents never recorded: under their step
-            for span in run.waiting.pop(parent, []):
+            for span in run.take(run.waiting, parent):
                 self._tree(run, span, run.ids.step(span.step)
                            if self._sampling.keep(span.step) else None,
                            self._step_home(run, span.step)[0])
@@ -331,8 +348,8 @@ class RunTracer:
             root.set_status(Status(StatusCode.ERROR, description))
             root.add_event("exception", attributes.error_event(error), timestamp=end_ns)
             self._last_step(run, end_ns, description, error)
-        window = self._window(run.next_step)
-        started = run.next_step % max(self._steps_per_window, 1) != 0  # it has steps
+        window = self._window(run, run.next_step)
+        started = run.next_step % max(run.per, 1) != 0  # it has steps
         if window > 0 and (started or description is not None):
             self._close_window(run, window, end_ns, max(run.next_step - 1, 0), description)
         for held in sorted(run.parked):
@@ -358,7 +375,7 @@ class RunTracer:
         # Spans of a step that never arrived (dropped by a full queue) go under its window.
         for index in [k for k in run.pending if k < step]:
             trace_id, parent = self._step_home(run, index)
-            for span in run.pending.pop(index):
+            for span in run.take(run.pending, index):
                 self._tree(run, span, parent, trace_id)
 
     def _tree(self, run: _RunTrace, event: Span, parent: int | None, trace_id: int) -> None:
@@ -377,7 +394,7 @@ class RunTracer:
                            span.start_ns, span.end_ns,
                            attributes.span_attributes(span, self._limit, self._max_len),
                            span.error, span.error)
-            children = run.waiting.pop(span.span_id, [])
+            children = run.take(run.waiting, span.span_id)
             stack.extend((child, own if under is not None else None) for child in children)
 
     def _emit(self, run: _RunTrace, name: str, trace_id: int, parent: int, span_id: int,
@@ -397,7 +414,7 @@ class RunTracer:
         """The open window (0: the run's trace) a span of ``trace_id`` waits for, if any."""
         if trace_id == run.ids.trace_id:
             return 0
-        window = self._window(run.next_step)
+        window = self._window(run, run.next_step)
         for candidate in (window, window - 1):  # the current window, or the one closing
             if candidate > 0 and run.ids.trace_of(candidate) == trace_id \
                     and not self._closed(run, candidate):
@@ -405,7 +422,7 @@ class RunTracer:
         return None
 
     def _closed(self, run: _RunTrace, window: int) -> bool:
-        return run.next_step >= (window + 1) * self._steps_per_window
+        return run.next_step >= (window + 1) * run.per
 
     def _build(self, built: _Built) -> None:
         name, trace_id, parent, span_id, start_ns, end_ns, attrs, description, error, \
