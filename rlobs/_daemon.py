@@ -40,7 +40,9 @@ from ._settings import env_float
 from ._ship import Shipper
 from ._sink import Sink
 
-_ENTRY = "import sys; from rlobs._daemon import main; sys.exit(main())"
+# Its first act is to fork itself free of the process that started it (see _spawn).
+_ENTRY = ("import os\nif os.fork():\n    os._exit(0)\n"
+          "import sys; from rlobs._daemon import main; sys.exit(main())")
 _START_GRACE_S = 30.0  # a shipper we started that has not taken its lock yet is starting
 
 SPEC_VARIABLE = "RLOBS_SHIP_SPEC"
@@ -147,7 +149,12 @@ class ShipperLink:
 
     def _spawn(self) -> None:
         """Start the shipper in its own session (``posix_spawn``: no fork of this
-        process's memory, and no ``Popen`` left to warn that its child outlives it)."""
+        process's memory, and no ``Popen`` left to warn that its child outlives it).
+
+        The process spawned forks at once and exits, its child going on as the shipper:
+        not a child of ours, so a parent that ends its children when it exits (a Ray
+        worker does) cannot take the shipper, and the runs it has yet to ship, along.
+        """
         self._reap()
         log = shipper_file(self.directory, self.digest, "log")
         env = {**os.environ, SPEC_VARIABLE: json.dumps(self.spec)}
@@ -178,6 +185,14 @@ class ShipperLink:
         if self._pid is None or time.monotonic() - self._spawned_at > _START_GRACE_S:
             return False
         return not self._reap() or _starting(self.directory, self.digest)
+
+    def wait_detached(self, timeout_s: float) -> None:
+        """Wait, bounded, until the process we spawned has forked the shipper free of
+        us (a run's end calls this, so that an exit right after it leaves the shipper
+        be; usually that happened long before)."""
+        deadline = time.monotonic() + timeout_s
+        while not self._reap() and time.monotonic() < deadline:
+            time.sleep(0.005)
 
     def _reap(self) -> bool:
         """Collect our shipper if it exited (no zombie is left); True if it did."""
@@ -215,14 +230,10 @@ class ShipperLink:
         return True
 
 
-def _detach(directory: Path, digest: str) -> None:
-    """Leave the process that started us (fork; the first process exits at once), so a
-    parent that ends its children when it exits — a Ray worker does — cannot take the
-    shipper, and the runs it still has to ship, along. Safe here: nothing but rlobs is
-    loaded and no thread runs yet."""
-    if os.fork() > 0:
-        os._exit(0)
-    with contextlib.suppress(OSError):  # the starting marker names the shipper itself
+def _claim_start(directory: Path, digest: str) -> None:
+    """The starting marker names the shipper itself from here on (forked free of the
+    process that spawned it, whose name it held until now)."""
+    with contextlib.suppress(OSError):
         _starting_path(directory, digest).write_text(f"{os.getpid()} {time.time()}")
 
 
@@ -231,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     directory, digest = Path(args[0]), args[1]
     if argv is None:
-        _detach(directory, digest)
+        _claim_start(directory, digest)
     fd = _try_lock(_lock_path(directory, digest))
     with contextlib.suppress(OSError):
         _starting_path(directory, digest).unlink()

@@ -373,6 +373,8 @@ class Hub:
     def _ended(self, run: Run, end: RunEnd) -> None:
         self._forget(run)
         self._await_taken([end])
+        if self._link is not None:
+            self._link.wait_detached(_DETACH_WAIT_S)
 
     def _forget(self, run: Run) -> None:
         with self._lock:
@@ -406,6 +408,9 @@ class Hub:
     def __repr__(self) -> str:
         names = ",".join(s.name for s in self.sinks) or "none"
         return f"<Hub sinks={names} {self._state}>"
+
+
+_DETACH_WAIT_S = 1.0  # Python's start-up, at most, on a loaded machine
 
 
 def _log_directory(log: Sink | None, env: Mapping[str, str], shipped: bool) -> Path | None:
