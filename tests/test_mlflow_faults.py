@@ -299,9 +299,12 @@ def test_sigkill_is_ended_killed_by_the_shipper_within_10s(
     assert log.end.steps == len(log.steps) and "died" in (log.end.error or "")
     found = find_run(c, run_id)
     assert steps_of(c, found.info.run_id, "step_reward") == list(range(len(log.steps)))
-    (trace,) = [t for t in c.search_traces(locations=[experiment_id])
-                if any(s.attributes.get("rlobs.run_id") == run_id for s in t.data.spans)]
-    (root,) = [s for s in trace.data.spans if s.parent_id is None]
+    # The run's own trace, rooted at its run span (later windows of steps are traces of
+    # their own, linked to it: see docs/otel.md).
+    (root,) = [s for t in c.search_traces(locations=[experiment_id]) for s in t.data.spans
+               if s.parent_id is None and s.name.startswith("invoke_agent")
+               and s.attributes.get("rlobs.run_id") == run_id
+               and "rlobs.window" not in s.attributes]
     assert root.status.status_code.value == "ERROR"
     assert ended_s < 10.0, f"ended KILLED {ended_s:.1f}s after the kill"
 
