@@ -11,6 +11,7 @@ import pytest
 from servers import MlflowServer, free_port
 
 from rlobs import Hub
+from rlobs import _cli as cli
 from rlobs._cli import main, shipped_counts
 from rlobs._records import deliveries
 from sinks.mlflow._probe import probe_tracking_uri
@@ -43,7 +44,9 @@ def _rows(text: str) -> dict[str, list[str]]:
 def test_unreachable_mlflow_and_otel_are_not_available(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """Nothing listens at either endpoint: both are 'no' with the reason, exit 1."""
-    monkeypatch.setenv("COLUMNS", "400")  # the reasons on one line each, whatever the paths
+    # The reasons on one line each, whatever the paths (the CLI's console is made once
+    # per process, so another test's width may be what it has).
+    monkeypatch.setattr(cli.console(), "width", 400)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{free_port()}")
     assert main(["status"]) == 1
