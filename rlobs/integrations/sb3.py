@@ -194,6 +194,7 @@ class RlobsCallback(BaseCallback):
         self._learn_frame: FrameType | None = None
         self._collector: _Collector | None = None
         self._episodes: VectorEpisodes | None = None
+        self._single = False
         self._held: tuple[float, dict[str, float], int] | None = None
         self._pending: dict[str, float] = {}
         self._raw_rewards: Any = None
@@ -269,6 +270,16 @@ class RlobsCallback(BaseCallback):
             return True
         if self._raw_rewards is not None:
             rewards = self._raw_rewards()
+        if self._single and not dones[0]:  # the usual step of one env: no numpy calls
+            reward = float(rewards[0])
+            episodes.returns[0] += reward
+            episodes.lengths[0] += 1
+            self._write_held()
+            metrics: dict[str, float] = {}
+            if self._pending:
+                metrics, self._pending = self._pending, {}
+            self._held = (reward, metrics, 0)
+            return True
         ended = np.asarray(dones, dtype=bool)
         finished: dict[int, tuple[float, int]] = {}
         if ended.any():
@@ -301,6 +312,7 @@ class RlobsCallback(BaseCallback):
         self._env_steps = model.n_envs if self.step_axis == "timesteps" else 1
         self._off_policy = isinstance(model, OffPolicyAlgorithm)
         self._episodes = VectorEpisodes(model.n_envs, per_env_metrics=self.per_env_metrics)
+        self._single = model.n_envs == 1
         self._held, self._pending = None, {}
         try:
             self._monitored = bool(any(self.training_env.env_is_wrapped(Monitor)))
