@@ -1,5 +1,6 @@
 """What a person sees in MLflow's web UI for an rlobs run, in headless Chromium (Debian's
-``chromium``): the runs table, the metric charts, the system metrics, the artifacts.
+``chromium``): the runs table, the metric charts, the system metrics, the artifacts, the
+run's linked trace.
 
 Each page is rendered by the real browser against a real ``mlflow server`` (``--dump-dom``
 after the page's scripts ran). With ``RLOBS_DOCS_IMG=docs/img`` each page is also
@@ -20,8 +21,10 @@ from mlflow_support import client, experiment_name, find_run
 from servers import MlflowServer
 
 import rlobs
+from rlobs import TraceIds
 from sinks.jsonl import JsonlSink
 from sinks.mlflow import MlflowSink
+from sinks.otel import OtelSink
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600),
@@ -78,7 +81,11 @@ def pages(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory,
     runs = mlflow_server.workdir / "runs"
     experiment = experiment_name()
     sink = MlflowSink(mlflow_server.url, experiment, jsonl_dir=runs)
-    with rlobs.Hub([JsonlSink(runs), sink], heartbeat_s=0, system_metrics_s=0.3) as hub, \
+    experiment_id = client(mlflow_server.url).create_experiment(experiment)
+    otel = OtelSink(f"{mlflow_server.url}/v1/traces",
+                    headers={"x-mlflow-experiment-id": str(experiment_id)})
+    with rlobs.Hub([JsonlSink(runs), sink, otel], heartbeat_s=0,
+                   system_metrics_s=0.3) as hub, \
             hub.run("ppo-cartpole", params={"seed": 1, "lr": 3e-4},
                     description="PPO on CartPole, seed 1") as run:
         for i in range(200):
@@ -95,13 +102,14 @@ def pages(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory,
     page = f"{base}/runs/{found.info.run_id}"
     views = {"runs": f"{base}?workflowType=machine_learning",
              "metrics": f"{page}/model-metrics", "system": f"{page}/system-metrics",
-             "artifacts": f"{page}/artifacts"}
+             "artifacts": f"{page}/artifacts", "traces": f"{page}/traces"}
     docs = os.environ.get("RLOBS_DOCS_IMG")
     for name, url in views.items():  # one browser at a time: charts draw late on 2 cores
         _all([_browse(url, work / name)])
         if docs:
             _all([_shoot(url, Path(docs) / f"mlflow-ui-{name}")])
-    return {name: _text((work / f"{name}.html").read_text()) for name in views}
+    return {"run_id": run.run_id,
+            **{name: _text((work / f"{name}.html").read_text()) for name in views}}
 
 
 def test_experiment_opens_on_the_runs_table(pages: dict[str, str]) -> None:
@@ -133,3 +141,12 @@ def test_artifacts_hold_the_users_files_and_the_run_log(pages: dict[str, str]) -
     """The Artifacts tab lists the user's ``reports`` folder and the ``rlobs`` run log."""
     text = pages["artifacts"]
     assert " reports " in f" {text} " and " rlobs " in f" {text} "
+
+
+def test_the_runs_traces_tab_lists_its_trace(pages: dict[str, str]) -> None:
+    """The run's Traces tab lists the trace the OTel sink exported for it (linked by the
+    MLflow sink): its id, the run's params as the request, its end as the response."""
+    trace = f"tr-{TraceIds.of(pages['run_id']).trace_id:032x}"
+    text = pages["traces"]
+    assert trace in text, text[:2000]
+    assert '"seed": 1' in text and '"steps": 200' in text
