@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from otlp_receiver import OtlpReceiver
 from servers import MlflowServer, create_pg_database, drop_pg_database
 
 _PREFIXES = ("RLOBS_", "MLFLOW_", "OTEL_")
@@ -53,6 +54,14 @@ def runs_dir(clean_env: Path) -> Path:
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Run async tests on both anyio backends."""
     return str(request.param)
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    """A real OTLP/HTTP receiver on loopback: the spans as the exporter sent them."""
+    server = OtlpReceiver()
+    yield server
+    server.close()
 
 
 @pytest.fixture(scope="session")

@@ -19,13 +19,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    server = OtlpReceiver()
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def http_server() -> Iterator[str]:
     """A loopback HTTP server answering every GET with 200."""
     class Handler(http.server.BaseHTTPRequestHandler):

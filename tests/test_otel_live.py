@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,13 +15,6 @@ from otlp_receiver import OtlpReceiver, ReceivedSpan
 import rlobs
 from rlobs import TraceIds
 from sinks.otel import OtelSink, StepSampling
-
-
-@pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    server = OtlpReceiver()
-    yield server
-    server.close()
 
 
 def _wait(predicate: object, timeout_s: float = 30.0) -> None:

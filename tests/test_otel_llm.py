@@ -19,13 +19,6 @@ from sinks.otel import OtelSink
 
 
 @pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    server = OtlpReceiver()
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def prices() -> Iterator[None]:
     rlobs.set_llm_prices({"tiny-llm": (1.0, 4.0)})  # USD per 1M input / output tokens
     yield
