@@ -3,7 +3,6 @@ endpoint probe, and losses still shown once the hub closed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,13 +17,6 @@ pytestmark = pytest.mark.slow
 _ENV = {"OTEL_RESOURCE_ATTRIBUTES": "openinference.project.name=rl-agents,"
                                     "deployment.environment=ci%2Fnightly",
         "OTEL_SERVICE_NAME": "trainer"}
-
-
-@pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    server = OtlpReceiver()
-    yield server
-    server.close()
 
 
 def _resource(receiver: OtlpReceiver, hub: rlobs.Hub) -> dict[str, object]:
@@ -59,6 +51,8 @@ def test_probe_says_whether_the_endpoint_answers(receiver: OtlpReceiver) -> None
     why = OtelSink(f"http://127.0.0.1:{free_port()}/v1/traces").probe()
     assert why is not None and "cannot connect to 127.0.0.1" in why
     assert OtelSink(env={"OTEL_SDK_DISABLED": "true"}).probe() is not None
+    assert OtelSink("http://[::1/v1/traces").probe() == (  # said, not raised
+        "bad endpoint http://[::1/v1/traces: Invalid IPv6 URL")
 
 
 def test_losses_stay_visible_after_close() -> None:

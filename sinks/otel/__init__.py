@@ -89,22 +89,33 @@ def _parse_plain(raw: str) -> dict[str, str]:
     return out
 
 
-def _connect(url: str, timeout_s: float) -> str | None:
-    """``None`` if ``url``'s host and port accept a TCP connection, else why not."""
-    import socket
+def _address(url: str) -> tuple[str, int] | str:
+    """``url``'s host and port, or why it has none."""
     from urllib.parse import urlsplit
 
-    parts = urlsplit(url if "://" in url else f"http://{url}")
+    try:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        return f"bad endpoint {url}: {exc}"
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         return f"bad port in {url}"
-    host = parts.hostname or "localhost"
+    return parts.hostname or "localhost", port
+
+
+def _connect(url: str, timeout_s: float) -> str | None:
+    """``None`` if ``url``'s host and port accept a TCP connection, else why not."""
+    import socket
+
+    address = _address(url)
+    if isinstance(address, str):
+        return address
     try:
-        with socket.create_connection((host, port), timeout=timeout_s):
+        with socket.create_connection(address, timeout=timeout_s):
             return None
     except OSError as exc:
-        return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
+        return f"cannot connect to {address[0]}:{address[1]}: {exc.strerror or exc}"
 
 
 def _first(env: Mapping[str, str], *names: str) -> str | None:

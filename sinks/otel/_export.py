@@ -9,18 +9,18 @@ dead endpoint cannot hold the hub's close hostage to the SDK's retries.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from rlobs import require
+
+from . import _address, _connect
 
 _slot = threading.local()
 
@@ -125,18 +125,12 @@ def probe(url: str, timeout_s: float = 0.5) -> str:
     The SDK's retry loop ends with a generic "timeout, max retries" message; a refused or
     unroutable connection is the usual cause and this says which.
     """
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        return f"bad port in {url}"
-    host = parts.hostname or "localhost"
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            pass
-    except OSError as exc:
-        return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
-    return f"{host}:{port} accepts connections but the export did not go through"
+    address = _address(url)
+    if isinstance(address, str):
+        return address
+    host, port = address
+    return _connect(url, timeout_s) or (
+        f"{host}:{port} accepts connections but the export did not go through")
 
 
 def otlp_exporter(protocol: str, endpoint: str, headers: Mapping[str, str],
