@@ -17,10 +17,11 @@ from servers import MlflowServer, create_pg_database, drop_pg_database
 _PREFIXES = ("RLOBS_", "MLFLOW_", "OTEL_")
 
 # Files whose assertions bound times or memory (exit within 1 s of a signal, retried within
-# 2 s of a restart, RSS growth): they run alone after the rest (`make test`), so other
+# 2 s of a restart, RSS growth), or that load the machine themselves (8 processes × 10k
+# steps into MLflow on PostgreSQL): they run alone after the rest (`make test`), so other
 # tests running beside them cannot make the figures they check meaningless.
 SERIAL = frozenset({"test_backpressure.py", "test_isolation.py", "test_lifecycle.py",
-                    "test_load.py", "test_mlflow_faults.py"})
+                    "test_load.py", "test_mlflow_faults.py", "test_multiprocess_backends.py"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
