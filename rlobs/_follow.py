@@ -35,13 +35,21 @@ class Cursor:
     bad_lines: int = 0
 
     def read(self, max_bytes: int = _READ) -> list[Event]:
-        """The complete events after ``offset`` (up to about ``max_bytes``); advances."""
+        """The complete events after ``offset`` (up to about ``max_bytes``); advances.
+
+        One ``pread``: a buffered read may take several, and a sealer cutting a torn
+        tail between them would splice its new line onto the old tail's bytes.
+        """
         try:
-            with self.path.open("rb") as handle:
-                handle.seek(self.offset)
-                data = handle.read(max_bytes)
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return []
+        try:
+            data = os.pread(fd, max_bytes, self.offset)
+        except OSError:
+            return []
+        finally:
+            os.close(fd)
         end = data.rfind(b"\n")
         if end < 0:
             return []

@@ -18,10 +18,9 @@ from typing import Any
 
 from rich.markup import escape
 
-from ._codec import from_line
 from ._events import TYPE_NAMES, Event, RunEnd, Span
 from ._exceptions import RlobsError, RunFileError
-from ._follow import first_event
+from ._follow import Cursor, first_event
 from ._registry import BrokenSink, load_sink_class
 from ._sink import Sink
 from ._tally import LATEST, latest_run, list_runs, log_dir, resolve_run
@@ -50,22 +49,15 @@ def follow(path: Path, *, timeout_s: float | None = None,
     while not path.exists():
         yield None
         idle()
-    with path.open("r", encoding="utf-8", errors="replace", newline="\n") as handle:
-        pending = ""
-        while True:
-            chunk = handle.read(1 << 16)
-            if not chunk:
-                yield None
-                idle()
-                continue
-            *lines, pending = (pending + chunk).split("\n")
-            if lines:
-                last = time.monotonic()
-            for line in lines:
-                try:
-                    yield from_line(line) if line.strip() else None
-                except (ValueError, TypeError, KeyError):
-                    continue
+    cursor = Cursor(path)  # whole lines only, as every reader of a live log
+    while True:
+        events = cursor.read()
+        if not events:
+            yield None
+            idle()
+            continue
+        last = time.monotonic()
+        yield from events
 
 
 def tail_target(spec: str, *, timeout_s: float | None = None,

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 import rlobs
-from rlobs import SCHEMA_VERSION, RunEnd, RunFileError, RunStart, Step
+from rlobs import SCHEMA_VERSION, Event, RunEnd, RunFileError, RunStart, Step, event_to_line
 
 
 def _run(runs_dir: Path, n: int = 50) -> Path:
@@ -134,3 +137,54 @@ def test_step_lines_are_exactly_the_event_as_json(metrics: dict[str, float]) -> 
         assert line.endswith("\n") and line.count("\n") == 1
         assert json.loads(line) == json.loads(json.dumps(rlobs.event_to_dict(step)))
         assert rlobs.event_from_line(line) == step
+
+
+def _cut_and_append(path: Path, line: bytes, stop: threading.Event) -> None:
+    """What a sealer does, over and over: a torn tail appears, is cut, a line follows."""
+    with path.open("r+b") as handle:
+        while not stop.is_set():
+            keep = handle.seek(0, os.SEEK_END)
+            handle.write(b'{"type":"step","run_id":"torn')
+            handle.flush()
+            handle.truncate(keep)
+            handle.seek(keep)
+            handle.write(line)
+            handle.flush()
+
+
+@pytest.mark.parametrize("reader", ["cursor", "tail"])
+def test_a_reader_never_splices_a_new_line_onto_a_cut_torn_tail(tmp_path: Path,
+                                                                reader: str) -> None:
+    """Sealing cuts a torn last line and appends the end; a reader that had seen the torn
+    bytes must not glue them to the new line (the end would be lost as a bad line)."""
+    from rlobs._follow import Cursor
+    from rlobs._tail import follow
+
+    path = tmp_path / "r.jsonl"
+    step = event_to_line(Step("r", 0, 1.0, 1.0, {"loss": 0.5}, False, False, 0, None,
+                              None, 2)).encode()
+    path.write_bytes(step)
+    stop = threading.Event()
+    sealer = threading.Thread(target=_cut_and_append, args=(path, step, stop))
+    sealer.start()
+    if reader == "cursor":
+        cursor = Cursor(path)
+        read = cursor.read
+    else:
+        events = follow(path, poll_s=0)
+
+        def read() -> list[Event]:
+            event = next(events)
+            return [] if event is None else [event]
+    seen = 0
+    try:
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            seen += len(read())
+    finally:
+        stop.set()
+        sealer.join()
+    while batch := read():
+        seen += len(batch)
+    # The file is now whole steps only; each must have reached the reader exactly once.
+    assert seen == path.read_bytes().count(b"\n") > 100
