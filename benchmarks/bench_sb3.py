@@ -5,6 +5,8 @@ number of timesteps, with:
 
 - ``none``: no logging at all (the baseline);
 - ``tensorboard``: SB3's own TensorBoard logger (``tensorboard_log=``);
+- ``callback``: the rlobs callback and its run log only (``RLOBS_SINKS=jsonl``: no
+  shipper) — what the training process itself pays;
 - ``rlobs``: the rlobs callback with the run log, MLflow on the embedded SQLite store
   (the README's default) and OpenTelemetry to a local OTLP receiver — the sinks run in
   the log directory's shipper process; system metrics off;
@@ -14,10 +16,18 @@ number of timesteps, with:
 Trials run in pairs of all modes, in a shuffled order per pair (A/B interleaved); after an
 rlobs trial the harness waits, untimed, until its shipper has shipped everything and
 exited, so no trial shares the machine with an earlier one's shipper. The table gives
-the median wall time per mode and the median of the per-pair ratios to ``none``.
+the median wall time per mode and the median of the per-pair ratios to ``none``, for the
+whole process and for ``model.learn()`` alone (the process's start-up, imports and exit
+left out), and the CPU seconds the trial's shipper used (its last status report).
 
     python benchmarks/bench_sb3.py [--timesteps 16384 65536] [--pairs 5]
-        [--modes none tensorboard rlobs rlobs+system] [--system-s 1]
+        [--modes none tensorboard callback rlobs rlobs+system] [--system-s 1]
+    python benchmarks/bench_sb3.py --inside [--timesteps 16384]
+
+``--inside`` trains once with the callback and its run log and prints what the hooks
+cost per step *inside* ``learn()`` (each timed with ``perf_counter_ns`` around it, the
+timer's own ~0.1 µs included): SB3's ``update_locals`` (paid with or without a
+callback), the callback's ``_on_step`` and the ``run.step`` it calls.
 
 The last column compares each mode with ``rlobs`` in the same pair.
 """
@@ -35,17 +45,20 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-MODES = ("none", "tensorboard", "rlobs", "rlobs+system")
+MODES = ("none", "tensorboard", "callback", "rlobs", "rlobs+system")
 
 
-def train(mode: str, timesteps: int, directory: str, otlp: str, system_s: float) -> None:
-    """One trial (in its own process)."""
+def train(mode: str, timesteps: int, directory: str, otlp: str, system_s: float) -> float:
+    """One trial (in its own process); returns how long ``learn()`` took."""
     import torch
 
     torch.set_num_threads(1)
-    if mode.startswith("rlobs"):
-        os.environ.update({"RLOBS_SINKS": "jsonl,mlflow,otel", "RLOBS_JSONL_DIR": directory,
+    logged = mode.startswith("rlobs") or mode == "callback"
+    if logged:
+        sinks = "jsonl" if mode == "callback" else "jsonl,mlflow,otel"
+        os.environ.update({"RLOBS_SINKS": sinks, "RLOBS_JSONL_DIR": directory,
                            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp,
                            "RLOBS_SYSTEM_METRICS_S": str(system_s if "system" in mode else 0)})
     from stable_baselines3 import PPO
@@ -53,11 +66,13 @@ def train(mode: str, timesteps: int, directory: str, otlp: str, system_s: float)
     kwargs = {"tensorboard_log": directory} if mode == "tensorboard" else {}
     model = PPO("MlpPolicy", "CartPole-v1", n_steps=1024, seed=0, device="cpu", **kwargs)
     callback = None
-    if mode.startswith("rlobs"):
+    if logged:
         from rlobs.integrations.sb3 import RlobsCallback
 
         callback = RlobsCallback()
+    began = time.perf_counter()
     model.learn(timesteps, callback=callback)
+    return time.perf_counter() - began
 
 
 class _Receiver(http.server.BaseHTTPRequestHandler):
@@ -76,18 +91,73 @@ class _Receiver(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _trial(mode: str, timesteps: int, directory: Path, otlp: str, system_s: float) -> float:
+def inside(timesteps: int, directory: str) -> None:
+    """Time the per-step hooks inside one training (``--inside``)."""
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ.update({"RLOBS_SINKS": "jsonl", "RLOBS_JSONL_DIR": directory,
+                       "RLOBS_SYSTEM_METRICS_S": "0"})
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from rlobs._run import Run
+    from rlobs.integrations.sb3 import RlobsCallback
+
+    spent = {"update_locals": 0, "_on_step": 0, "run.step": 0}
+    calls = 0
+
+    def timed(name: str, fn: Any) -> Any:
+        clock = time.perf_counter_ns
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            began = clock()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] += clock() - began
+        return wrapper
+
+    def counted_on_step(self: RlobsCallback) -> bool:
+        nonlocal calls
+        calls += 1
+        return on_step(self)
+
+    on_step = timed("_on_step", RlobsCallback._on_step)
+    RlobsCallback._on_step = counted_on_step  # type: ignore[method-assign]
+    Run.step = timed("run.step", Run.step)  # type: ignore[method-assign]
+    BaseCallback.update_locals = timed(  # type: ignore[method-assign]
+        "update_locals", BaseCallback.update_locals)
+    model = PPO("MlpPolicy", "CartPole-v1", n_steps=1024, seed=0, device="cpu")
     began = time.perf_counter()
-    subprocess.run([sys.executable, __file__, "--child", mode, "--timesteps", str(timesteps),
-                    "--dir", str(directory), "--otlp", otlp, "--system-s", str(system_s)],
-                   check=True, stdout=subprocess.DEVNULL)
+    model.learn(timesteps, callback=RlobsCallback())
+    took = time.perf_counter() - began
+    print(f"learn() of {timesteps:,} timesteps: {took:.2f} s, {calls:,} callback steps\n")
+    print("| per step, inside learn() | µs |")
+    print("|---|---:|")
+    for name, ns in spent.items():
+        print(f"| {name} | {ns / max(calls, 1) / 1000:.2f} |")
+
+
+def _trial(mode: str, timesteps: int, directory: Path, otlp: str,
+           system_s: float) -> tuple[float, float, float]:
+    """Whole-process wall time, ``learn()`` time and the shipper's CPU time (user +
+    system, from its last status report) of one trial."""
+    began = time.perf_counter()
+    done = subprocess.run([sys.executable, __file__, "--child", mode, "--timesteps",
+                           str(timesteps), "--dir", str(directory), "--otlp", otlp,
+                           "--system-s", str(system_s)],
+                          check=True, stdout=subprocess.PIPE, text=True)
     wall = time.perf_counter() - began
+    shipper_cpu = 0.0
     if mode.startswith("rlobs"):
-        _wait_for_shipper(directory)
-    return wall
+        shipper_cpu = _wait_for_shipper(directory)
+    learn = float(done.stdout.rsplit("learn=", 1)[1].split()[0])
+    return wall, learn, shipper_cpu
 
 
-def _wait_for_shipper(directory: Path) -> None:
+def _wait_for_shipper(directory: Path) -> float:
+    """Wait until the trial's shipper shipped everything and exited; its CPU seconds."""
     import rlobs
     from rlobs._records import shipper_statuses
 
@@ -96,6 +166,7 @@ def _wait_for_shipper(directory: Path) -> None:
     while time.monotonic() < deadline and not all(
             r.get("exited") for r in shipper_statuses(directory)):
         time.sleep(0.2)
+    return sum(float(r.get("cpu_s", 0.0)) for r in shipper_statuses(directory))
 
 
 def main() -> int:
@@ -104,12 +175,19 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--system-s", type=float, default=1.0)
+    parser.add_argument("--inside", action="store_true",
+                        help="time the per-step hooks inside one training")
     parser.add_argument("--child", choices=MODES)
     parser.add_argument("--dir")
     parser.add_argument("--otlp")
     args = parser.parse_args()
     if args.child:
-        train(args.child, args.timesteps[0], args.dir, args.otlp, args.system_s)
+        learn = train(args.child, args.timesteps[0], args.dir, args.otlp, args.system_s)
+        print(f"learn={learn:.6f}")
+        return 0
+    if args.inside:
+        with tempfile.TemporaryDirectory() as scratch:
+            inside(args.timesteps[0], scratch)
         return 0
     os.environ["RLOBS_SHIPPER_IDLE_S"] = "1"
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
@@ -120,10 +198,13 @@ def main() -> int:
           f"n_steps=1024, torch 1 thread, {args.pairs} pairs per size, system metrics "
           f"every {args.system_s:g} s in rlobs+system\n")
     modes = list(dict.fromkeys(["none", *args.modes]))  # the baseline always runs
-    print("| timesteps | mode | median wall s | × none (median of pairs) | × rlobs |")
-    print("|---:|---|---:|---:|---:|")
+    print("| timesteps | mode | median wall s | × none (median of pairs) | × rlobs | "
+          "median learn() s | learn() × none | shipper CPU s |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for timesteps in args.timesteps:
         walls: dict[str, list[float]] = {m: [] for m in modes}
+        learns: dict[str, list[float]] = {m: [] for m in modes}
+        cpus: dict[str, list[float]] = {m: [] for m in modes}
         with tempfile.TemporaryDirectory() as scratch:
             for pair in range(args.pairs):
                 order = list(modes)
@@ -131,16 +212,24 @@ def main() -> int:
                 for mode in order:
                     directory = Path(scratch) / f"{mode}-{pair}"
                     directory.mkdir()
-                    walls[mode].append(_trial(mode, timesteps, directory, otlp,
-                                              args.system_s))
+                    wall, learn, cpu = _trial(mode, timesteps, directory, otlp,
+                                              args.system_s)
+                    walls[mode].append(wall)
+                    learns[mode].append(learn)
+                    cpus[mode].append(cpu)
         for mode in modes:
             ratios = [w / base for w, base in zip(walls[mode], walls["none"], strict=True)]
             vs_rlobs = "–"
             if "rlobs" in walls:
                 pairs = zip(walls[mode], walls["rlobs"], strict=True)
                 vs_rlobs = f"{statistics.median(w / r for w, r in pairs):.3f}"
+            learn_ratios = [w / base for w, base in zip(learns[mode], learns["none"],
+                                                        strict=True)]
             print(f"| {timesteps:,} | {mode} | {statistics.median(walls[mode]):.2f} | "
-                  f"{statistics.median(ratios):.3f} | {vs_rlobs} |", flush=True)
+                  f"{statistics.median(ratios):.3f} | {vs_rlobs} | "
+                  f"{statistics.median(learns[mode]):.2f} | "
+                  f"{statistics.median(learn_ratios):.3f} | "
+                  f"{statistics.median(cpus[mode]):.2f} |", flush=True)
     server.shutdown()
     return 0
 

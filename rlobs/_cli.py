@@ -136,7 +136,8 @@ def shipper_tables(directory: Path) -> list[Table | str]:
         when = dt.datetime.fromtimestamp(float(report.get("updated", 0))).strftime("%H:%M:%S")
         table = Table(title=f"shipper pid {report.get('pid')} "
                       f"({'running' if alive else 'exited'}, report of {when}, "
-                      f"{int(report.get('rss_bytes', 0)) / 2**20:.0f} MB)")
+                      f"{int(report.get('rss_bytes', 0)) / 2**20:.0f} MB, "
+                      f"{float(report.get('cpu_s', 0)):.1f} s CPU)")
         table.add_column("run", no_wrap=True)
         for column in ("sink", "state", "left to ship", "lost"):
             table.add_column(column, no_wrap=True)

@@ -327,8 +327,9 @@ def _settled(directory: Path, run_id: str, size: int, shipper: Shipper) -> bool:
 
 def _report(shipper: Shipper, path: Path, started: float, *, exited: bool = False) -> None:
     status = shipper.status()
+    times = os.times()
     status.update(pid=os.getpid(), started=started, updated=time.time(), exited=exited,
-                  rss_bytes=_rss())
+                  rss_bytes=_rss(), cpu_s=round(times.user + times.system, 3))
     with contextlib.suppress(OSError):
         write_json(path, status)
 
