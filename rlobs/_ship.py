@@ -320,6 +320,10 @@ class Shipper:
             logger.warning("cannot write delivery record", run_id=track.run_id,
                            error=str(exc))
 
+    def opened(self) -> bool:
+        """Whether every feed has opened its sink (or found it unavailable)."""
+        return all(feed.available is not None for feed in self.feeds)
+
     def idle(self) -> bool:
         """Whether every run is settled for every sink and no writer is alive."""
         if any(run.writer == "alive" for run in self.runs.values()):
