@@ -332,6 +332,44 @@ def test_off_policy_sac_is_recorded(hub_sink: tuple[Hub, RecordingSink]) -> None
     assert end.status is RunStatus.FINISHED and end.steps == 120
 
 
+
+def _spans_per_action(model: Any, callback: RlobsCallback) -> None:
+    """Record a span around each action the model takes, naming the timestep it acts at
+    (what an instrumented actor does, e.g. ``rlobs.torch.instrument(model.policy)``)."""
+    name = "forward" if isinstance(model, PPO) else "_sample_action"
+    owner = model.policy if isinstance(model, PPO) else model
+    act = getattr(owner, name)
+
+    def traced(*args: Any, **kwargs: Any) -> Any:
+        assert callback.run is not None
+        with callback.run.span("act", at=model.num_timesteps):
+            return act(*args, **kwargs)
+    setattr(owner, name, traced)
+
+
+@pytest.mark.parametrize("algo", ["ppo-1", "ppo-2", "dqn", "sac"])
+def test_a_span_recorded_while_acting_lands_on_the_step_it_acts_for(
+        hub_sink: tuple[Hub, RecordingSink], algo: str) -> None:
+    """The action of env step k is taken before step k is recorded: its spans belong to
+    step k (a trace shows them under it), however SB3 dumps its logs around them."""
+    hub, sink = hub_sink
+    if algo == "sac":
+        model: Any = SAC("MlpPolicy", "Pendulum-v1", learning_starts=20, batch_size=16,
+                         seed=0, device="cpu", policy_kwargs={"net_arch": [16]})
+    else:
+        model = _dqn() if algo == "dqn" else _ppo(n_envs=int(algo[-1]))
+    callback = RlobsCallback(hub=hub)
+    _spans_per_action(model, callback)
+    model.learn(160, callback=callback, log_interval=1)
+    spans = [s for s in sink.of_type(rlobs.Span) if s.name == "act"]
+    # a vector step's record stands for the env steps num_timesteps passes over
+    covered = {i for s in sink.of_type(Step) for i in range(s.step - s.env_steps + 1,
+                                                            s.step + 1)}
+    assert len(spans) >= 160 // model.n_envs
+    for span in spans:
+        # the first env step of the record that follows it: num_timesteps as it acts
+        assert span.step == span.attributes["at"] and span.step in covered, span
+
 _CRASHING = """
 import gymnasium as gym
 from stable_baselines3 import PPO

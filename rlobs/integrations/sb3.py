@@ -5,7 +5,9 @@ params are the model's hyperparameters, the policy's defaults included), records
 step per vector env step on SB3's ``num_timesteps`` axis (see :mod:`._vector` and
 docs/integrations.md), puts every value SB3's logger dumps (``rollout/ep_rew_mean``,
 ``train/approx_kl``, ``time/fps``, …) on the step at which it was dumped, and ends the
-run when training ends.
+run when training ends. A step is recorded as SB3 hands it over, unless SB3 may dump
+right after it (then it waits for the dump): spans recorded while the policy takes the
+next action (an instrumented actor's) land on the step that action is for.
 
 The callback only uses SB3's callback hooks and a logger output: it stores nothing on
 the model, so ``model.save()`` inside ``learn()`` (``CheckpointCallback``,
@@ -255,6 +257,7 @@ class RlobsCallback(BaseCallback):
         self._say(self._where())
 
     def _on_rollout_start(self) -> None:
+        self._write_held()  # before the rollout's first action
         if self._off_policy:  # losses of the train() just done, not only at log dumps
             self._pending.update(_numbers({k: v for k, v in
                                            self.model.logger.name_to_value.items()
@@ -279,6 +282,8 @@ class RlobsCallback(BaseCallback):
             if self._pending:
                 metrics, self._pending = self._pending, {}
             self._held = (reward, metrics, 0)
+            if not self._dump_may_follow(0):
+                self._write_held()
             return True
         ended = np.asarray(dones, dtype=bool)
         finished: dict[int, tuple[float, int]] = {}
@@ -290,6 +295,8 @@ class RlobsCallback(BaseCallback):
             metrics.update(self._pending)
             self._pending = {}
         self._held = (reward, metrics, n_ended)
+        if not self._dump_may_follow(n_ended):
+            self._write_held()
         return True
 
     def _on_training_end(self) -> None:
@@ -338,12 +345,31 @@ class RlobsCallback(BaseCallback):
             ended[list(finished)] = True
         return ended, finished
 
+    def _dump_may_follow(self, episodes_ended: int) -> bool:
+        """Whether SB3 may dump its logs before its next action: on-policy after a
+        rollout's last step, off-policy after an episode ends that makes
+        ``log_interval``. Only then is the step held back for the values (they belong on
+        it); any other step is recorded at once, so that what the policy records while
+        taking the next action (an instrumented actor's spans) lands on the next step."""
+        found = self.locals
+        try:
+            if not self._off_policy:
+                return bool(found["n_steps"] + 1 >= found["n_rollout_steps"])
+            interval = found.get("log_interval")
+            if not episodes_ended or not interval:
+                return False
+            done = self.model._episode_num  # SB3 counts this step's episodes after on_step
+            return any((done + k) % interval == 0 for k in range(1, episodes_ended + 1))
+        except Exception:  # an algorithm of its own: hold every step, as SB3 may dump
+            return True
+
     def _dumped(self, values: dict[str, float]) -> None:
         """SB3 dumped its logs: the values go on the step at which it did."""
         if self.run is None:
             return
         if self._held is not None:
             self._held[1].update(values)
+            self._write_held()  # what it was held for
         else:
             self._pending.update(values)
 
