@@ -57,10 +57,44 @@ class RunLog:
         return max(e.end_ns if isinstance(e, Span) else e.time_ns for e in self.events)
 
 
-def _split(path: Path) -> Iterator[tuple[int, str, bool]]:
+_CHUNK = 1 << 30  # one pread takes at most ~2 GiB
+
+
+def _snapshot(path: Path) -> bytes:
+    """The log's bytes as one ``pread`` sees them (a log under 1 GiB): a buffered read
+    may take several, and a sealer cutting a torn tail between them would splice the
+    line it appends onto the old tail's bytes (reported as a bad line, the end lost)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        parts: list[bytes] = []
+        offset = 0
+        while offset < size:
+            part = os.pread(fd, min(_CHUNK, size - offset), offset)
+            if not part:
+                break  # cut shorter meanwhile: what was read is the log's start
+            parts.append(part)
+            offset += len(part)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
+
+
+def _stream(path: Path) -> Iterator[tuple[int, str, bool]]:
+    """Line by line, in bounded memory (a splice as above is possible, and transient)."""
     with path.open("r", encoding="utf-8", errors="replace", newline="\n") as handle:
         for number, line in enumerate(handle, 1):
             yield number, line, line.endswith("\n")
+
+
+def _split(path: Path) -> Iterator[tuple[int, str, bool]]:
+    """``(number, line, complete)`` of each line of one snapshot of the log."""
+    lines = _snapshot(path).decode("utf-8", "replace").split("\n")
+    tail = lines.pop()  # after the last newline: nothing, or a torn line
+    for number, line in enumerate(lines, 1):
+        yield number, line, True
+    if tail:
+        yield len(lines) + 1, tail, False
 
 
 def read_run(path: str | os.PathLike[str]) -> RunLog:
@@ -92,7 +126,7 @@ def read_run(path: str | os.PathLike[str]) -> RunLog:
 
 def iter_events(path: str | os.PathLike[str]) -> Iterator[Event]:
     """Every complete event of a run log, in order (torn and bad lines skipped)."""
-    for _, line, _complete in _split(Path(path)):
+    for _, line, _complete in _stream(Path(path)):
         if line.strip():
             try:
                 yield from_line(line)

@@ -188,3 +188,28 @@ def test_a_reader_never_splices_a_new_line_onto_a_cut_torn_tail(tmp_path: Path,
         seen += len(batch)
     # The file is now whole steps only; each must have reached the reader exactly once.
     assert seen == path.read_bytes().count(b"\n") > 100
+
+
+def test_read_run_never_takes_a_splice_for_a_bad_line(tmp_path: Path) -> None:
+    """Reading a whole log while it is sealed over and over: each read is the log as it
+    was at one moment — whole lines and perhaps a torn tail, never a glued bad line."""
+    path = tmp_path / "r.jsonl"
+    start = event_to_line(RunStart("r", "n", {}, {}, None, 1)).encode()
+    step = event_to_line(Step("r", 0, 1.0, 1.0, {"loss": 0.5}, False, False, 0, None,
+                              None, 2)).encode()
+    path.write_bytes(start + step)
+    stop = threading.Event()
+    sealer = threading.Thread(target=_cut_and_append, args=(path, step, stop))
+    sealer.start()
+    reads = bad = 0
+    try:
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            log = rlobs.read_run(path)
+            reads += 1
+            bad += len(log.bad_lines)
+    finally:
+        stop.set()
+        sealer.join()
+    assert reads >= 10 and bad == 0
+    assert len(rlobs.read_run(path).steps) == path.read_bytes().count(b"\n") - 1
