@@ -13,23 +13,33 @@ number of timesteps, with:
 - ``rlobs+system``: the same with system metrics sampled every ``--system-s`` seconds
   (default 1, ten times the default rate, so their cost shows if there is any).
 
-Trials run in pairs of all modes, in a shuffled order per pair (A/B interleaved); after an
-rlobs trial the harness waits, untimed, until its shipper has shipped everything and
-exited, so no trial shares the machine with an earlier one's shipper. The table gives
-the median wall time per mode and the median of the per-pair ratios to ``none``, for the
-whole process and for ``model.learn()`` alone (the process's start-up, imports and exit
-left out), and the CPU seconds the trial's shipper used (its last status report).
+Trials run in pairs of all modes, in a shuffled order per pair (A/B interleaved), after
+one untimed warm-up trial of each mode (``--warmup``); after an rlobs trial the harness
+waits, untimed, until its shipper has shipped everything and exited, so no trial shares
+the machine with an earlier one's shipper. The trials of a mode log into one directory,
+as a user's runs do: the warm-up creates the MLflow store there and the timed runs find
+it (creating it costs the shipper ~0.8 s more CPU once). The table gives the median wall
+time per mode and the median of the per-pair ratios to ``none`` with their range across
+pairs, for the whole process and for ``model.learn()`` alone (the process's start-up,
+imports and exit left out), and the CPU seconds the trial's shipper used (its last
+status report).
 
-    python benchmarks/bench_sb3.py [--timesteps 16384 65536] [--pairs 5]
+    python benchmarks/bench_sb3.py [--timesteps 16384 65536] [--pairs 5] [--warmup 1]
         [--modes none tensorboard callback rlobs rlobs+system] [--system-s 1]
     python benchmarks/bench_sb3.py --inside [--timesteps 16384]
+    python benchmarks/bench_sb3.py --alternate [--timesteps 2048] [--pairs 12]
 
 ``--inside`` trains once with the callback and its run log and prints what the hooks
 cost per step *inside* ``learn()`` (each timed with ``perf_counter_ns`` around it, the
 timer's own ~0.1 µs included): SB3's ``update_locals`` (paid with or without a
 callback), the callback's ``_on_step`` and the ``run.step`` it calls.
 
-The last column compares each mode with ``rlobs`` in the same pair.
+``--alternate`` times the callback all in, without the noise of separate processes: one
+process trains the same model again and again (``learn()`` of ``--timesteps`` each) with
+no callback, with the rlobs callback and its run log, and with the callback's start and
+end only, in shuffled order; it prints what each costs per step over none.
+
+The ``× rlobs`` column compares each mode with ``rlobs`` in the same pair.
 """
 
 from __future__ import annotations
@@ -89,6 +99,46 @@ class _Receiver(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+def alternate(timesteps: int, repeats: int, directory: str) -> None:
+    """What the callback costs per step all in (``--alternate``): one process, one
+    model, ``learn()`` again and again with no callback, the rlobs callback, and the
+    callback with an empty ``_on_step`` (its start and end only), in shuffled order."""
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ.update({"RLOBS_SINKS": "jsonl", "RLOBS_JSONL_DIR": directory,
+                       "RLOBS_SYSTEM_METRICS_S": "0"})
+    from stable_baselines3 import PPO
+
+    from rlobs.integrations.sb3 import RlobsCallback
+
+    class StartAndEndOnly(RlobsCallback):
+        def _on_step(self) -> bool:
+            return True
+
+    makers: dict[str, Any] = {"none": lambda: None, "callback": RlobsCallback,
+                              "callback, empty _on_step": StartAndEndOnly}
+    model = PPO("MlpPolicy", "CartPole-v1", n_steps=1024, seed=0, device="cpu")
+    model.learn(1024)  # warm: first-call costs belong to no mode
+    took: dict[str, list[float]] = {name: [] for name in makers}
+    rng = random.Random(0)
+    for _ in range(repeats):
+        order = list(makers)
+        rng.shuffle(order)
+        for name in order:
+            began = time.perf_counter()
+            model.learn(timesteps, callback=makers[name]())
+            took[name].append(time.perf_counter() - began)
+    print(f"{repeats} rounds of learn({timesteps:,}) in one process\n")
+    print("| mode | median learn() s | × none (median of rounds) | µs per step over none |")
+    print("|---|---:|---:|---:|")
+    for name, times in took.items():
+        ratio = statistics.median(t / b for t, b in zip(times, took["none"], strict=True))
+        extra = statistics.median(t - b for t, b in zip(times, took["none"], strict=True))
+        print(f"| {name} | {statistics.median(times):.3f} | {ratio:.3f} | "
+              f"{extra / timesteps * 1e6:.1f} |")
 
 
 def inside(timesteps: int, directory: str) -> None:
@@ -169,14 +219,23 @@ def _wait_for_shipper(directory: Path) -> float:
     return sum(float(r.get("cpu_s", 0.0)) for r in shipper_statuses(directory))
 
 
+def _range(ratios: list[float]) -> str:
+    return f"{min(ratios):.2f}–{max(ratios):.2f}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--timesteps", type=int, nargs="+", default=[16_384, 65_536])
     parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed trials of each mode before the pairs")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--system-s", type=float, default=1.0)
     parser.add_argument("--inside", action="store_true",
                         help="time the per-step hooks inside one training")
+    parser.add_argument("--alternate", action="store_true",
+                        help="time the callback all in: learn() again and again in one "
+                             "process, with and without it (--pairs rounds)")
     parser.add_argument("--child", choices=MODES)
     parser.add_argument("--dir")
     parser.add_argument("--otlp")
@@ -185,9 +244,12 @@ def main() -> int:
         learn = train(args.child, args.timesteps[0], args.dir, args.otlp, args.system_s)
         print(f"learn={learn:.6f}")
         return 0
-    if args.inside:
+    if args.inside or args.alternate:
         with tempfile.TemporaryDirectory() as scratch:
-            inside(args.timesteps[0], scratch)
+            if args.inside:
+                inside(args.timesteps[0], scratch)
+            else:
+                alternate(args.timesteps[0], args.pairs, scratch)
         return 0
     os.environ["RLOBS_SHIPPER_IDLE_S"] = "1"
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
@@ -198,25 +260,26 @@ def main() -> int:
           f"n_steps=1024, torch 1 thread, {args.pairs} pairs per size, system metrics "
           f"every {args.system_s:g} s in rlobs+system\n")
     modes = list(dict.fromkeys(["none", *args.modes]))  # the baseline always runs
-    print("| timesteps | mode | median wall s | × none (median of pairs) | × rlobs | "
-          "median learn() s | learn() × none | shipper CPU s |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("| timesteps | mode | median wall s | × none (median of pairs) | range | × rlobs | "
+          "median learn() s | learn() × none | range | shipper CPU s |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for timesteps in args.timesteps:
         walls: dict[str, list[float]] = {m: [] for m in modes}
         learns: dict[str, list[float]] = {m: [] for m in modes}
         cpus: dict[str, list[float]] = {m: [] for m in modes}
         with tempfile.TemporaryDirectory() as scratch:
-            for pair in range(args.pairs):
+            for mode in modes:
+                (Path(scratch) / mode).mkdir()
+            for pair in range(-args.warmup, args.pairs):
                 order = list(modes)
                 rng.shuffle(order)
                 for mode in order:
-                    directory = Path(scratch) / f"{mode}-{pair}"
-                    directory.mkdir()
-                    wall, learn, cpu = _trial(mode, timesteps, directory, otlp,
+                    wall, learn, cpu = _trial(mode, timesteps, Path(scratch) / mode, otlp,
                                               args.system_s)
-                    walls[mode].append(wall)
-                    learns[mode].append(learn)
-                    cpus[mode].append(cpu)
+                    if pair >= 0:
+                        walls[mode].append(wall)
+                        learns[mode].append(learn)
+                        cpus[mode].append(cpu)
         for mode in modes:
             ratios = [w / base for w, base in zip(walls[mode], walls["none"], strict=True)]
             vs_rlobs = "–"
@@ -226,9 +289,9 @@ def main() -> int:
             learn_ratios = [w / base for w, base in zip(learns[mode], learns["none"],
                                                         strict=True)]
             print(f"| {timesteps:,} | {mode} | {statistics.median(walls[mode]):.2f} | "
-                  f"{statistics.median(ratios):.3f} | {vs_rlobs} | "
+                  f"{statistics.median(ratios):.3f} | {_range(ratios)} | {vs_rlobs} | "
                   f"{statistics.median(learns[mode]):.2f} | "
-                  f"{statistics.median(learn_ratios):.3f} | "
+                  f"{statistics.median(learn_ratios):.3f} | {_range(learn_ratios)} | "
                   f"{statistics.median(cpus[mode]):.2f} |", flush=True)
     server.shutdown()
     return 0
