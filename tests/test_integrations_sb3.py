@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -125,6 +126,47 @@ def test_every_dump_lands_on_its_step(hub_sink: tuple[Hub, RecordingSink],
     assert {k: summary[k] for k in rows[-1]} == pytest.approx(rows[-1])
     assert sink.of_type(RunEnd)[0].rejected == 0
 
+
+
+class _Lives(gym.Wrapper):  # type: ignore[type-arg]
+    """Loses a "life" every 5 steps, as Atari's EpisodicLifeEnv: a ``done`` outside the
+    Monitor, which SB3 counts as an episode (and dumps on) and the Monitor does not."""
+
+    def __init__(self, env: gym.Env) -> None:  # type: ignore[type-arg]
+        super().__init__(env)
+        self.steps, self.over, self.last = 0, True, None
+
+    def step(self, action: Any) -> Any:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.steps += 1
+        self.over, self.last = terminated or truncated, obs
+        return obs, reward, terminated or self.steps % 5 == 0, truncated, info
+
+    def reset(self, **kwargs: Any) -> Any:
+        if self.over:
+            return self.env.reset(**kwargs)
+        return self.last, {}
+
+
+def test_off_policy_dumps_land_on_their_step_with_dones_the_monitor_does_not_see(
+        hub_sink: tuple[Hub, RecordingSink], tmp_path: Path) -> None:
+    """DQN dumps at every log_interval-th done, lost lives included: each row SB3's CSV
+    logger wrote is on the step at num_timesteps - 1."""
+    hub, sink = hub_sink
+    vec = make_vec_env("CartPole-v1", n_envs=1, seed=0, wrapper_class=_Lives)
+    model = DQN("MlpPolicy", vec, learning_starts=100, buffer_size=2_000, batch_size=32,
+                train_freq=4, seed=0, device="cpu")
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.learn(300, callback=RlobsCallback(hub=hub), log_interval=1)
+    model.logger.close()
+    with open(tmp_path / "progress.csv", newline="") as f:
+        rows = [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(f)]
+    episodes = sink.of_type(RunEnd)[0].episodes
+    assert len(rows) > 2 * max(episodes, 1)  # most dumps were at lost lives
+    by_index = {s.step: s.metrics for s in sink.of_type(Step)}
+    for row in rows:
+        metrics = by_index[int(row["time/total_timesteps"]) - 1]
+        assert metrics.get("time/episodes") == row["time/episodes"]
 
 class _Scalars(BaseCallback):
     """Logs numpy and torch scalars the way user code does."""

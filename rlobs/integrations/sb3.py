@@ -295,7 +295,7 @@ class RlobsCallback(BaseCallback):
             metrics.update(self._pending)
             self._pending = {}
         self._held = (reward, metrics, n_ended)
-        if not self._dump_may_follow(n_ended):
+        if not self._dump_may_follow(int(np.count_nonzero(dones))):
             self._write_held()
         return True
 
@@ -345,21 +345,22 @@ class RlobsCallback(BaseCallback):
             ended[list(finished)] = True
         return ended, finished
 
-    def _dump_may_follow(self, episodes_ended: int) -> bool:
+    def _dump_may_follow(self, dones: int) -> bool:
         """Whether SB3 may dump its logs before its next action: on-policy after a
-        rollout's last step, off-policy after an episode ends that makes
-        ``log_interval``. Only then is the step held back for the values (they belong on
-        it); any other step is recorded at once, so that what the policy records while
-        taking the next action (an instrumented actor's spans) lands on the next step."""
+        rollout's last step, off-policy after a ``done`` that makes ``log_interval``
+        episodes (SB3 counts one per ``done``, a lost life under EpisodicLifeEnv too).
+        Only then is the step held back for the values (they belong on it); any other
+        step is recorded at once, so that what the policy records while taking the next
+        action (an instrumented actor's spans) lands on the next step."""
         found = self.locals
         try:
             if not self._off_policy:
                 return bool(found["n_steps"] + 1 >= found["n_rollout_steps"])
             interval = found.get("log_interval")
-            if not episodes_ended or not interval:
+            if not dones or not interval:
                 return False
-            done = self.model._episode_num  # SB3 counts this step's episodes after on_step
-            return any((done + k) % interval == 0 for k in range(1, episodes_ended + 1))
+            counted = self.model._episode_num  # SB3 counts this step's after on_step
+            return any((counted + k) % interval == 0 for k in range(1, dones + 1))
         except Exception:  # an algorithm of its own: hold every step, as SB3 may dump
             return True
 
