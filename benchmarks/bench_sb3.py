@@ -60,21 +60,31 @@ from typing import Any
 MODES = ("none", "tensorboard", "callback", "rlobs", "rlobs+system")
 
 
-def train(mode: str, timesteps: int, directory: str, otlp: str, system_s: float) -> float:
-    """One trial (in its own process); returns how long ``learn()`` took."""
+def _model(**kwargs: Any) -> Any:
+    """The trained model: PPO on CartPole-v1, n_steps=1024, torch with 1 thread."""
     import torch
+    from stable_baselines3 import PPO
 
     torch.set_num_threads(1)
+    return PPO("MlpPolicy", "CartPole-v1", n_steps=1024, seed=0, device="cpu", **kwargs)
+
+
+def _log_only(directory: str) -> None:
+    """The callback's run log and nothing else (no shipper, no system metrics)."""
+    os.environ.update({"RLOBS_SINKS": "jsonl", "RLOBS_JSONL_DIR": directory,
+                       "RLOBS_SYSTEM_METRICS_S": "0"})
+
+
+def train(mode: str, timesteps: int, directory: str, otlp: str, system_s: float) -> float:
+    """One trial (in its own process); returns how long ``learn()`` took."""
     logged = mode.startswith("rlobs") or mode == "callback"
     if logged:
         sinks = "jsonl" if mode == "callback" else "jsonl,mlflow,otel"
         os.environ.update({"RLOBS_SINKS": sinks, "RLOBS_JSONL_DIR": directory,
                            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp,
                            "RLOBS_SYSTEM_METRICS_S": str(system_s if "system" in mode else 0)})
-    from stable_baselines3 import PPO
-
     kwargs = {"tensorboard_log": directory} if mode == "tensorboard" else {}
-    model = PPO("MlpPolicy", "CartPole-v1", n_steps=1024, seed=0, device="cpu", **kwargs)
+    model = _model(**kwargs)
     callback = None
     if logged:
         from rlobs.integrations.sb3 import RlobsCallback
@@ -105,13 +115,7 @@ def alternate(timesteps: int, repeats: int, directory: str) -> None:
     """What the callback costs per step all in (``--alternate``): one process, one
     model, ``learn()`` again and again with no callback, the rlobs callback, and the
     callback with an empty ``_on_step`` (its start and end only), in shuffled order."""
-    import torch
-
-    torch.set_num_threads(1)
-    os.environ.update({"RLOBS_SINKS": "jsonl", "RLOBS_JSONL_DIR": directory,
-                       "RLOBS_SYSTEM_METRICS_S": "0"})
-    from stable_baselines3 import PPO
-
+    _log_only(directory)
     from rlobs.integrations.sb3 import RlobsCallback
 
     class StartAndEndOnly(RlobsCallback):
@@ -120,7 +124,7 @@ def alternate(timesteps: int, repeats: int, directory: str) -> None:
 
     makers: dict[str, Any] = {"none": lambda: None, "callback": RlobsCallback,
                               "callback, empty _on_step": StartAndEndOnly}
-    model = PPO("MlpPolicy", "CartPole-v1", n_steps=1024, seed=0, device="cpu")
+    model = _model()
     model.learn(1024)  # warm: first-call costs belong to no mode
     took: dict[str, list[float]] = {name: [] for name in makers}
     rng = random.Random(0)
@@ -143,12 +147,7 @@ def alternate(timesteps: int, repeats: int, directory: str) -> None:
 
 def inside(timesteps: int, directory: str) -> None:
     """Time the per-step hooks inside one training (``--inside``)."""
-    import torch
-
-    torch.set_num_threads(1)
-    os.environ.update({"RLOBS_SINKS": "jsonl", "RLOBS_JSONL_DIR": directory,
-                       "RLOBS_SYSTEM_METRICS_S": "0"})
-    from stable_baselines3 import PPO
+    _log_only(directory)
     from stable_baselines3.common.callbacks import BaseCallback
 
     from rlobs._run import Run
@@ -178,7 +177,7 @@ def inside(timesteps: int, directory: str) -> None:
     Run.step = timed("run.step", Run.step)  # type: ignore[method-assign]
     BaseCallback.update_locals = timed(  # type: ignore[method-assign]
         "update_locals", BaseCallback.update_locals)
-    model = PPO("MlpPolicy", "CartPole-v1", n_steps=1024, seed=0, device="cpu")
+    model = _model()
     began = time.perf_counter()
     model.learn(timesteps, callback=RlobsCallback())
     took = time.perf_counter() - began

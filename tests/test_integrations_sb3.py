@@ -47,8 +47,8 @@ def _ppo(env: Any = "CartPole-v1", n_envs: int = 2, **kwargs: Any) -> PPO:
                device="cpu", policy_kwargs={"net_arch": [16]})
 
 
-def _dqn(**kwargs: Any) -> DQN:
-    vec = make_vec_env("CartPole-v1", n_envs=2, seed=0, **kwargs)
+def _dqn(n_envs: int = 2, **kwargs: Any) -> DQN:
+    vec = make_vec_env("CartPole-v1", n_envs=n_envs, seed=0, **kwargs)
     return DQN("MlpPolicy", vec, learning_starts=100, buffer_size=2_000, batch_size=32,
                train_freq=4, target_update_interval=200, seed=0, device="cpu")
 
@@ -153,9 +153,7 @@ def test_off_policy_dumps_land_on_their_step_with_dones_the_monitor_does_not_see
     """DQN dumps at every log_interval-th done, lost lives included: each row SB3's CSV
     logger wrote is on the step at num_timesteps - 1."""
     hub, sink = hub_sink
-    vec = make_vec_env("CartPole-v1", n_envs=1, seed=0, wrapper_class=_Lives)
-    model = DQN("MlpPolicy", vec, learning_starts=100, buffer_size=2_000, batch_size=32,
-                train_freq=4, seed=0, device="cpu")
+    model = _dqn(n_envs=1, wrapper_class=_Lives)
     model.set_logger(configure(str(tmp_path), ["csv"]))
     model.learn(300, callback=RlobsCallback(hub=hub), log_interval=1)
     model.logger.close()
