@@ -102,8 +102,10 @@ def test_watch_follows_another_process_to_the_end(runs_dir: Path) -> None:
 
 
 def test_tail_cli_shows_the_summary_and_exits_0(runs_dir: Path) -> None:
-    """``rlobs tail`` exits 0 with the summary once a finished run's end arrives."""
+    """``rlobs tail`` exits 0 with the summary once a finished run's end arrives (the
+    directory exists, as a path in a missing one is an error: the file is waited for)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    runs_dir.mkdir(parents=True, exist_ok=True)
     writer = subprocess.Popen([sys.executable, "-c", WRITER], cwd=ROOT, env=env)
     try:
         tail = subprocess.run([sys.executable, "-m", "rlobs", "tail",
