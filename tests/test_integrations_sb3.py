@@ -166,6 +166,46 @@ def test_off_policy_dumps_land_on_their_step_with_dones_the_monitor_does_not_see
         metrics = by_index[int(row["time/total_timesteps"]) - 1]
         assert metrics.get("time/episodes") == row["time/episodes"]
 
+class _OwnLoop(PPO):
+    """An algorithm of its own: its rollout loop keeps none of SB3's locals (no
+    ``n_steps``), so the callback cannot tell when it dumps; it dumps every 6 timesteps,
+    mid-rollout, and takes random actions (no training: the loop is what is tested)."""
+
+    def collect_rollouts(self, env: Any, callback: BaseCallback, rollout_buffer: Any,
+                         n_rollout_steps: int) -> bool:
+        callback.on_rollout_start()
+        for _ in range(n_rollout_steps):
+            actions = np.array([env.action_space.sample() for _ in range(env.num_envs)])
+            _, rewards, dones, infos = env.step(actions)
+            self.num_timesteps += env.num_envs
+            callback.update_locals({"rewards": rewards, "dones": dones, "infos": infos})
+            if not callback.on_step():
+                return False
+            if self.num_timesteps % 6 == 0:
+                self.logger.record("own/timesteps", self.num_timesteps)
+                self.logger.dump(self.num_timesteps)
+        callback.on_rollout_end()
+        return True
+
+    def train(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("n_envs", [1, 2])
+def test_an_algorithm_of_its_own_gets_each_dump_on_its_step(
+        hub_sink: tuple[Hub, RecordingSink], n_envs: int) -> None:
+    """Where SB3's loop variables are missing every step is held for a dump that may
+    follow: each value dumped lands on the step it was dumped at, and no step is lost."""
+    hub, sink = hub_sink
+    model = _OwnLoop("MlpPolicy", make_vec_env("CartPole-v1", n_envs=n_envs, seed=0),
+                     n_steps=30, batch_size=30, seed=0, device="cpu")
+    model.learn(120, callback=RlobsCallback(hub=hub), log_interval=None)
+    steps = sink.of_type(Step)
+    assert sum(s.env_steps for s in steps) == model.num_timesteps == 120
+    dumped = {s.step: s.metrics["own/timesteps"] for s in steps if "own/timesteps" in s.metrics}
+    assert dumped == {t - 1: float(t) for t in range(6, 121, 6)}
+
+
 class _Scalars(BaseCallback):
     """Logs numpy and torch scalars the way user code does."""
 
