@@ -11,7 +11,12 @@ number of timesteps, with:
   (the README's default) and OpenTelemetry to a local OTLP receiver — the sinks run in
   the log directory's shipper process; system metrics off;
 - ``rlobs+system``: the same with system metrics sampled every ``--system-s`` seconds
-  (default 1, ten times the default rate, so their cost shows if there is any).
+  (default 1, ten times the default rate, so their cost shows if there is any);
+- ``mlflow-alone``: no logging in the training process; beside it, from the start of
+  ``learn()``, a process that does only what the shipper asks of MLflow's client for such
+  a run — ``import mlflow``, open the same SQLite store, create a run, ``log_batch`` two
+  values a step (1,000 a call) and end the run — with nothing of rlobs: the floor that
+  storing the run in MLflow on this machine puts under ``rlobs``.
 
 Trials run in pairs of all modes, in a shuffled order per pair (A/B interleaved), after
 one untimed warm-up trial of each mode (``--warmup``); after an rlobs trial the harness
@@ -22,12 +27,14 @@ it (creating it costs the shipper ~0.8 s more CPU once). The table gives the med
 time per mode and the median of the per-pair ratios to ``none`` with their range across
 pairs, for the whole process and for ``model.learn()`` alone (the process's start-up,
 imports and exit left out), and the CPU seconds the trial's shipper used (its last
-status report).
+status report; for ``mlflow-alone``, its neighbour process's).
 
     python benchmarks/bench_sb3.py [--timesteps 16384 65536] [--pairs 5] [--warmup 1]
-        [--modes none tensorboard callback rlobs rlobs+system] [--system-s 1]
+        [--modes none tensorboard callback rlobs rlobs+system mlflow-alone]
+        [--system-s 1]
     python benchmarks/bench_sb3.py --inside [--timesteps 16384]
     python benchmarks/bench_sb3.py --alternate [--timesteps 2048] [--pairs 12]
+    python benchmarks/bench_sb3.py --neighbour {busy,mlflow} [--timesteps 2048] [--pairs 10]
 
 ``--inside`` trains once with the callback and its run log and prints what the hooks
 cost per step *inside* ``learn()`` (each timed with ``perf_counter_ns`` around it, the
@@ -38,6 +45,13 @@ callback), the callback's ``_on_step`` and the ``run.step`` it calls.
 process trains the same model again and again (``learn()`` of ``--timesteps`` each) with
 no callback, with the rlobs callback and its run log, and with the callback's start and
 end only, in shuffled order; it prints what each costs per step over none.
+
+``--neighbour`` measures what another process's CPU costs the training on this machine,
+in one process as ``--alternate``: ``learn()`` of ``--timesteps`` again and again, a
+neighbour process running (``SIGCONT``) in half of the rounds and stopped (``SIGSTOP``) in
+the others, in shuffled order: ``busy``, a Python loop that never sleeps; ``mlflow``,
+MLflow's client storing metric values into SQLite flat out (what the shipper's MLflow
+sender does). It prints the median ratio of a running round to a stopped one.
 
 The ``× rlobs`` column compares each mode with ``rlobs`` in the same pair.
 """
@@ -57,7 +71,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-MODES = ("none", "tensorboard", "callback", "rlobs", "rlobs+system")
+MODES = ("none", "tensorboard", "callback", "rlobs", "rlobs+system", "mlflow-alone")
+_NEIGHBOUR_DONE = "mlflow-alone.done"
 
 
 def _model(**kwargs: Any) -> Any:
@@ -90,9 +105,33 @@ def train(mode: str, timesteps: int, directory: str, otlp: str, system_s: float)
         from rlobs.integrations.sb3 import RlobsCallback
 
         callback = RlobsCallback()
+    if mode == "mlflow-alone":  # not waited for, as a shipper is not
+        subprocess.Popen([sys.executable, __file__, "--mlflow-alone", directory,
+                          "--timesteps", str(timesteps)], start_new_session=True)
     began = time.perf_counter()
     model.learn(timesteps, callback=callback)
     return time.perf_counter() - began
+
+
+def mlflow_alone(directory: str, timesteps: int) -> None:
+    """What the shipper asks of MLflow's client for a run of ``timesteps`` one-env steps,
+    done directly (``--mlflow-alone``, beside a ``mlflow-alone`` trial)."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{Path(directory) / 'mlflow.db'}")
+    found = client.get_experiment_by_name("mlflow-alone")
+    experiment = found.experiment_id if found else client.create_experiment("mlflow-alone")
+    run_id = client.create_run(experiment).info.run_id
+    stamp = int(time.time() * 1000)
+    for first in range(0, timesteps, 500):
+        client.log_batch(run_id, metrics=[
+            metric for step in range(first, min(first + 500, timesteps))
+            for metric in (Metric("step_reward", 1.0, stamp, step),
+                           Metric("cumulative_reward", float(step), stamp, step))],
+            synchronous=True)
+    client.set_terminated(run_id)
+    (Path(directory) / _NEIGHBOUR_DONE).write_text(f"{time.process_time():.3f}")
 
 
 class _Receiver(http.server.BaseHTTPRequestHandler):
@@ -145,6 +184,57 @@ def alternate(timesteps: int, repeats: int, directory: str) -> None:
               f"{extra / timesteps * 1e6:.1f} |")
 
 
+_NEIGHBOURS = {
+    "busy": "while True:\n    pass\n",
+    "mlflow": (
+        "import sys\n"
+        "from mlflow.entities import Metric\n"
+        "from mlflow.tracking import MlflowClient\n"
+        "client = MlflowClient(f'sqlite:///{sys.argv[1]}/mlflow.db')\n"
+        "run_id = client.create_run(client.create_experiment('neighbour')).info.run_id\n"
+        "print('ready', flush=True)\n"
+        "step = 0\n"
+        "while True:\n"
+        "    client.log_batch(run_id, metrics=[Metric(key, 1.0, 0, step + i)\n"
+        "                     for i in range(500) for key in ('a', 'b')])\n"
+        "    step += 500\n"),
+}
+
+
+def neighbour(kind: str, timesteps: int, repeats: int, directory: str) -> None:
+    """What another process's CPU costs the training (``--neighbour``)."""
+    import signal
+
+    process = subprocess.Popen([sys.executable, "-c", _NEIGHBOURS[kind], directory],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        if kind == "mlflow" and process.stdout is not None:
+            process.stdout.readline()  # imported and opened: its start-up is not timed
+        process.send_signal(signal.SIGSTOP)
+        model = _model()
+        model.learn(1024)  # warm
+        took: dict[str, list[float]] = {"stopped": [], "running": []}
+        rng = random.Random(0)
+        for _ in range(repeats):
+            order = list(took)
+            rng.shuffle(order)
+            for state in order:
+                process.send_signal(signal.SIGCONT if state == "running" else signal.SIGSTOP)
+                began = time.perf_counter()
+                model.learn(timesteps)
+                took[state].append(time.perf_counter() - began)
+    finally:
+        process.kill()
+        process.wait()
+    ratios = [r / s for r, s in zip(took["running"], took["stopped"], strict=True)]
+    print(f"{repeats} rounds of learn({timesteps:,}) in one process, neighbour {kind!r}\n")
+    print("| neighbour | median learn() s, stopped | running | × stopped (median) | range |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| {kind} | {statistics.median(took['stopped']):.3f} | "
+          f"{statistics.median(took['running']):.3f} | {statistics.median(ratios):.3f} | "
+          f"{_range(ratios)} |")
+
+
 def inside(timesteps: int, directory: str) -> None:
     """Time the per-step hooks inside one training (``--inside``)."""
     _log_only(directory)
@@ -191,7 +281,8 @@ def inside(timesteps: int, directory: str) -> None:
 def _trial(mode: str, timesteps: int, directory: Path, otlp: str,
            system_s: float) -> tuple[float, float, float]:
     """Whole-process wall time, ``learn()`` time and the shipper's CPU time (user +
-    system, from its last status report) of one trial."""
+    system, from its last status report; for ``mlflow-alone`` its neighbour's) of one
+    trial."""
     began = time.perf_counter()
     done = subprocess.run([sys.executable, __file__, "--child", mode, "--timesteps",
                            str(timesteps), "--dir", str(directory), "--otlp", otlp,
@@ -201,6 +292,13 @@ def _trial(mode: str, timesteps: int, directory: Path, otlp: str,
     shipper_cpu = 0.0
     if mode.startswith("rlobs"):
         shipper_cpu = _wait_for_shipper(directory)
+    elif mode == "mlflow-alone":
+        marker = directory / _NEIGHBOUR_DONE
+        deadline = time.monotonic() + 600
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        shipper_cpu = float(marker.read_text())  # the neighbour's, in its place
+        marker.unlink()
     learn = float(done.stdout.rsplit("learn=", 1)[1].split()[0])
     return wall, learn, shipper_cpu
 
@@ -235,17 +333,26 @@ def main() -> int:
     parser.add_argument("--alternate", action="store_true",
                         help="time the callback all in: learn() again and again in one "
                              "process, with and without it (--pairs rounds)")
+    parser.add_argument("--neighbour", choices=sorted(_NEIGHBOURS),
+                        help="time the training with another process running beside it "
+                             "and stopped, in turn (--pairs rounds)")
     parser.add_argument("--child", choices=MODES)
+    parser.add_argument("--mlflow-alone", metavar="DIR")
     parser.add_argument("--dir")
     parser.add_argument("--otlp")
     args = parser.parse_args()
+    if args.mlflow_alone:
+        mlflow_alone(args.mlflow_alone, args.timesteps[0])
+        return 0
     if args.child:
         learn = train(args.child, args.timesteps[0], args.dir, args.otlp, args.system_s)
         print(f"learn={learn:.6f}")
         return 0
-    if args.inside or args.alternate:
+    if args.inside or args.alternate or args.neighbour:
         with tempfile.TemporaryDirectory() as scratch:
-            if args.inside:
+            if args.neighbour:
+                neighbour(args.neighbour, args.timesteps[0], args.pairs, scratch)
+            elif args.inside:
                 inside(args.timesteps[0], scratch)
             else:
                 alternate(args.timesteps[0], args.pairs, scratch)
