@@ -204,6 +204,7 @@ class RlobsCallback(BaseCallback):
         self._off_policy = False
         self._env_steps = 1
         self._thread: int | None = None
+        self._opened_on: Hub | None = None  # the hub of the run this callback opened
 
     # ------------------------------------------------------------------ what users read
 
@@ -218,18 +219,27 @@ class RlobsCallback(BaseCallback):
         """The MLflow run id of this callback's run when the MLflow sink records it.
 
         The shipper creates the MLflow run shortly after the run starts; this waits up to
-        ``timeout_s`` for it (found by its ``rlobs.run_id`` tag on ``tracking_uri``,
-        default ``MLFLOW_TRACKING_URI``). ``None`` when there is no run or MLflow has
-        none for it in time.
+        ``timeout_s`` for it, found by its ``rlobs.run_id`` tag on ``tracking_uri``:
+        by default where the MLflow sink of the run's hub writes (the embedded store in
+        the log directory when no URI is set), or for a run this callback did not open,
+        ``MLFLOW_TRACKING_URI`` or the embedded store of ``RLOBS_JSONL_DIR``. ``None``
+        when there is no run, when the hub that opened it has no MLflow sink (at once),
+        or when MLflow has none for it in time.
 
         Raises:
-            ImportError: mlflow is not installed.
+            SinkUnavailable: mlflow is not installed.
         """
-        from sinks.mlflow import mlflow_run_id  # lazy: only when asked, mlflow is heavy
-
         run_id = self.run_id
         if run_id is None:
             return None
+        if tracking_uri is None and self._opened_on is not None:
+            stores = [getattr(sink, "tracking_uri", None) for sink in self._opened_on.sinks
+                      if sink.name == "mlflow"]
+            if not stores:
+                return None  # nothing records it in MLflow: do not wait for it
+            tracking_uri = stores[0]
+        from sinks.mlflow import mlflow_run_id  # lazy: only when asked, mlflow is heavy
+
         deadline = time.monotonic() + timeout_s
         while True:
             found = mlflow_run_id(run_id, tracking_uri=tracking_uri)
@@ -312,6 +322,7 @@ class RlobsCallback(BaseCallback):
         if run_id is None and resume and self.model.num_timesteps > 0 and self.last_run:
             run_id = self.last_run.run_id
         run = hub.run(name, params=params, tags=self.tags, run_id=run_id)
+        self._opened_on = hub
         return run.__enter__()
 
     def _setup_env(self) -> None:

@@ -10,6 +10,8 @@ from typing import Any
 
 from rlobs import require
 
+from ._sink import default_tracking_uri
+
 
 def register_model(
     run_id: str,
@@ -30,7 +32,8 @@ def register_model(
         name: the registered model's name (created on first use).
         alias: an alias to point at the new version, e.g. ``"champion"``.
         tags: tags of the new version.
-        tracking_uri: where the registry is (default: ``MLFLOW_TRACKING_URI``).
+        tracking_uri: where the registry is (default: ``MLFLOW_TRACKING_URI``, else the
+            embedded store of ``RLOBS_JSONL_DIR``, as the sink writes).
         client: an ``MlflowClient`` to use instead.
 
     Returns:
@@ -41,8 +44,9 @@ def register_model(
         mlflow.exceptions.MlflowException: the registry refused.
     """
     mlflow = require("mlflow", "mlflow")
-    client = client or mlflow.tracking.MlflowClient(tracking_uri=tracking_uri,
-                                                    registry_uri=tracking_uri)
+    if client is None:
+        uri = default_tracking_uri(tracking_uri)
+        client = mlflow.tracking.MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
         client.get_registered_model(name)
     except mlflow.exceptions.MlflowException:
@@ -59,9 +63,12 @@ def register_model(
 
 def mlflow_run_id(rlobs_run_id: str, *, tracking_uri: str | None = None,
                   client: Any | None = None) -> str | None:
-    """The MLflow run id of an rlobs run (found by its ``rlobs.run_id`` tag), if any."""
+    """The MLflow run id of an rlobs run (found by its ``rlobs.run_id`` tag), if any, on
+    ``tracking_uri`` (default: ``MLFLOW_TRACKING_URI``, else the embedded store of
+    ``RLOBS_JSONL_DIR``, as the sink writes)."""
     mlflow = require("mlflow", "mlflow")
-    client = client or mlflow.tracking.MlflowClient(tracking_uri=tracking_uri)
+    client = client or mlflow.tracking.MlflowClient(
+        tracking_uri=default_tracking_uri(tracking_uri))
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(experiments, f"tags.`rlobs.run_id` = '{rlobs_run_id}'",
                               run_view_type=mlflow.entities.ViewType.ALL, max_results=1)
