@@ -110,15 +110,20 @@ def shipped_counts(directory: Path) -> dict[str, tuple[int, int]]:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    env = dict(os.environ)
+    if args.dir is not None:
+        if not Path(args.dir).is_dir():
+            raise RlobsError(f"no such log directory: {args.dir}")
+        env[ev.RLOBS_JSONL_DIR] = args.dir  # its sinks as a run writing there has them
     for name in _STATUS_VARS:
-        value = os.environ.get(name)
+        value = env.get(name)
         _console.print(f"{name}={redact_uri(value) if value is not None else '(unset)'}")
-    names = selected_names()
+    names = selected_names(env)
     _console.print(f"selected sinks: {', '.join(names) or '(none)'}; "
                    f"registered: {', '.join(sorted(registered_sinks()))}")
-    directory = log_dir()
+    directory = Path(env.get(ev.RLOBS_JSONL_DIR) or log_dir())
     # Every sink opened here, to say whether it can run at all; no shipper is started.
-    with Hub(names, heartbeat_s=0, handle_signals=False, shipper=False) as hub:
+    with Hub(names, heartbeat_s=0, handle_signals=False, shipper=False, env=env) as hub:
         probes = probe_all(hub)
         _console.print(status_table(hub, probes=probes, shipped=shipped_counts(directory)))
         ok = all(s.available and not probes.get(s.name) for s in hub.status())
@@ -172,6 +177,8 @@ def register_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                             "each is available and its server reachable (exit 1 if one is "
                             "not), what reached each, and what the shipper still has to "
                             "ship, per run and sink")
+    parser.add_argument("dir", metavar="DIR", nargs="?", default=None,
+                        help="the log directory (default: RLOBS_JSONL_DIR)")
     parser.set_defaults(func=_cmd_status)
 
 

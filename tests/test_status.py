@@ -99,3 +99,18 @@ def test_status_counts_what_the_shipper_delivered(
     assert main(["status"]) == 0
     rows = _rows(capsys.readouterr().out)
     assert rows["mlflow"][3] == f"{record['mlflow']['delivered']:,}"
+    # Named on the command line, from anywhere: the same directory, the same figures.
+    monkeypatch.delenv("RLOBS_JSONL_DIR")
+    monkeypatch.chdir(runs_dir.parent)
+    assert main(["status", runs_dir.name]) == 0
+    out = capsys.readouterr().out
+    assert f"RLOBS_JSONL_DIR={runs_dir.name}" in out
+    assert _rows(out)["mlflow"][3] == f"{record['mlflow']['delivered']:,}"
+
+
+def test_status_of_a_missing_directory_is_a_clear_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``rlobs status DIR`` with no such directory exits 2 with one line."""
+    assert main(["status", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "no such log directory" in err and "Traceback" not in err
