@@ -23,6 +23,7 @@ import atexit
 import os
 import signal
 import threading
+import time
 import weakref
 from types import FrameType
 from typing import Any, Protocol
@@ -101,9 +102,22 @@ def _restore_sigterm() -> None:
 
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
     """Python's own KeyboardInterrupt — just not in the middle of writing a run log."""
+    global _interrupted_ns
     if defer_signal(signum):
         return
+    _interrupted_ns = time.monotonic_ns()
     signal.default_int_handler(signum, frame)
+
+
+_interrupted_ns = 0
+
+
+def last_interrupt_ns() -> int:
+    """When (``time.monotonic_ns()``) rlobs' SIGINT handler last raised KeyboardInterrupt
+    in this process; 0 if it never did. An integration whose framework swallows the
+    exception (a ``learn()`` that the program's own ``except KeyboardInterrupt`` ended)
+    tells by it that its run was interrupted, not failed."""
+    return _interrupted_ns
 
 
 def kill_open_runs(reason: str, *, lock_wait_s: float | None = None) -> None:

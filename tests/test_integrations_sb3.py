@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import gc
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -480,3 +481,42 @@ def test_uncaught_exception_ends_the_run_failed(runs_dir: Path) -> None:
     end = rlobs.read_run(path).end
     assert end is not None and end.status is RunStatus.FAILED
     assert "simulator crashed" in (end.error or "") and end.steps == 38
+
+
+_INTERRUPTED = """
+import os, signal
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from rlobs.integrations.sb3 import RlobsCallback
+
+class CtrlC(BaseCallback):
+    def _on_step(self):
+        if self.num_timesteps == 80:
+            os.kill(os.getpid(), signal.SIGINT)
+        return True
+
+model = PPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=0), n_steps=64,
+            device="cpu")
+try:
+    model.learn(1024, callback=[RlobsCallback(), CtrlC()])
+except KeyboardInterrupt:  # stop training, keep the model: the usual training script
+    print("interrupted at", model.num_timesteps)
+model.save(os.environ["MODEL_PATH"])
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_the_script_catches_ends_the_run_killed(runs_dir: Path, tmp_path: Path) -> None:
+    """A Ctrl-C (a real SIGINT) that the training script catches around learn() to save
+    its model ends the run killed, saying so, not failed; the script goes on and saves."""
+    env = {**os.environ, "MODEL_PATH": str(tmp_path / "model"),
+           "RLOBS_HANDLE_SIGNALS": "1"}
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(_INTERRUPTED)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "interrupted at 80" in done.stdout and (tmp_path / "model.zip").exists()
+    (path,) = runs_dir.glob("*.jsonl")
+    end = rlobs.read_run(path).end
+    assert end is not None and end.status is RunStatus.KILLED
+    assert "interrupted by SIGINT" in (end.error or "") and end.steps == 80

@@ -39,6 +39,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from .._hub import Hub, default_hub
+from .._lifecycle import last_interrupt_ns
 from .._log import logger
 from .._run import Run, current_run, status_for
 from .._values import as_number
@@ -60,6 +61,7 @@ for ``n_envs`` env steps), as SB3's logger and TensorBoard count; ``vector_steps
 index per vector step."""
 
 _NOT_POLICY_KWARGS = ("observation_space", "action_space", "lr_schedule")
+_INTERRUPTED = "learn() interrupted by SIGINT (Ctrl-C)"
 _UNFINISHED = ("learn() stopped before training ended (an exception SB3 does not pass to "
                "callbacks)")
 
@@ -205,6 +207,7 @@ class RlobsCallback(BaseCallback):
         self._env_steps = 1
         self._thread: int | None = None
         self._opened_on: Hub | None = None  # the hub of the run this callback opened
+        self._began_ns = 0  # when learn() began (monotonic)
 
     # ------------------------------------------------------------------ what users read
 
@@ -251,6 +254,7 @@ class RlobsCallback(BaseCallback):
 
     def _on_training_start(self) -> None:
         _end_stale_runs(self)
+        self._began_ns = time.monotonic_ns()
         params = {**hyperparameters(self.model), "n_envs": self.model.n_envs,
                   "step_axis": self.step_axis, **self.extra_params}
         existing = self._given or current_run()
@@ -427,8 +431,9 @@ class RlobsCallback(BaseCallback):
             self.run, self.last_run, self._learn_frame = None, run, None
             _untrack(self)
             return
-        if exc is None:
-            exc = RuntimeError(_UNFINISHED)
+        if exc is None:  # SB3 passes no exception to callbacks: what stopped learn()?
+            interrupted = last_interrupt_ns() > self._began_ns  # Ctrl-C the program caught
+            exc = KeyboardInterrupt(_INTERRUPTED) if interrupted else RuntimeError(_UNFINISHED)
         with contextlib.suppress(Exception):  # never let cleanup hide the user's error
             self._finish(exc)
         self.run = None
