@@ -432,7 +432,9 @@ class RlobsCallback(BaseCallback):
             _untrack(self)
             return
         if exc is None:  # SB3 passes no exception to callbacks: what stopped learn()?
-            interrupted = last_interrupt_ns() > self._began_ns  # Ctrl-C the program caught
+            # A Ctrl-C the program caught? (KeyboardInterrupt is raised on the main thread)
+            interrupted = (self._thread == threading.main_thread().ident
+                           and last_interrupt_ns() > self._began_ns)
             exc = KeyboardInterrupt(_INTERRUPTED) if interrupted else RuntimeError(_UNFINISHED)
         with contextlib.suppress(Exception):  # never let cleanup hide the user's error
             self._finish(exc)
