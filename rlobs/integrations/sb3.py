@@ -243,11 +243,17 @@ class RlobsCallback(BaseCallback):
             tracking_uri = stores[0]
         from sinks.mlflow import mlflow_run_id  # lazy: only when asked, mlflow is heavy
 
+        hub = self._opened_on
         deadline = time.monotonic() + timeout_s
         while True:
-            found = mlflow_run_id(run_id, tracking_uri=tracking_uri)
-            if found is not None or time.monotonic() >= deadline:
-                return found
+            # Before the sink has opened its store, a reader opening the embedded one
+            # would race its creation (both would create its tables).
+            if hub is None or _mlflow_opened(hub):
+                found = mlflow_run_id(run_id, tracking_uri=tracking_uri)
+                if found is not None:
+                    return found
+            if time.monotonic() >= deadline:
+                return None
             time.sleep(0.2)
 
     # ------------------------------------------------------------------ SB3 hooks
@@ -455,6 +461,12 @@ class RlobsCallback(BaseCallback):
         logger.info(line)
         if self.verbose >= 1:  # SB3's convention: verbose 1 prints info messages
             sys.stdout.write(line + "\n")
+
+
+def _mlflow_opened(hub: Hub) -> bool:
+    """Whether the hub's MLflow sink (in the shipper or in this process) has opened its
+    store: it has taken events, which it does only once open."""
+    return any(s.name == "mlflow" and s.delivered > 0 for s in hub.status())
 
 
 # ---------------------------------------------------------------------- stale runs

@@ -10,6 +10,7 @@ from typing import Any
 
 from rlobs import require
 
+from ._probe import sqlite_path
 from ._sink import default_tracking_uri
 
 
@@ -65,10 +66,15 @@ def mlflow_run_id(rlobs_run_id: str, *, tracking_uri: str | None = None,
                   client: Any | None = None) -> str | None:
     """The MLflow run id of an rlobs run (found by its ``rlobs.run_id`` tag), if any, on
     ``tracking_uri`` (default: ``MLFLOW_TRACKING_URI``, else the embedded store of
-    ``RLOBS_JSONL_DIR``, as the sink writes)."""
+    ``RLOBS_JSONL_DIR``, as the sink writes). A SQLite store that does not exist yet holds
+    no run and is not created (its writer, maybe starting this moment, creates it)."""
     mlflow = require("mlflow", "mlflow")
-    client = client or mlflow.tracking.MlflowClient(
-        tracking_uri=default_tracking_uri(tracking_uri))
+    if client is None:
+        uri = default_tracking_uri(tracking_uri)
+        store = sqlite_path(uri)
+        if store is not None and not store.exists():
+            return None
+        client = mlflow.tracking.MlflowClient(tracking_uri=uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(experiments, f"tags.`rlobs.run_id` = '{rlobs_run_id}'",
                               run_view_type=mlflow.entities.ViewType.ALL, max_results=1)

@@ -24,12 +24,20 @@ def probe_tracking_uri(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | No
     except ValueError as exc:  # a bad port, an unclosed IPv6 bracket
         return f"bad tracking URI {redact_uri(uri)}: {exc}"
     if parts.scheme == "sqlite":
-        # sqlite:///relative.db, sqlite:////absolute.db
-        raw = uri.split(":///", 1)[1] if ":///" in uri else ""
-        return _writable(Path(unquote(raw)).parent, "SQLite store") if raw else None
+        path = sqlite_path(uri)
+        return _writable(path.parent, "SQLite store") if path is not None else None
     if parts.scheme in ("file", ""):
         return _writable(Path(unquote(parts.path or uri)), "file store")
     return None
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` URI; ``None``
+    for any other URI (or an in-memory SQLite one)."""
+    if not uri.startswith("sqlite:") or ":///" not in uri:
+        return None
+    raw = uri.split(":///", 1)[1].split("?", 1)[0]
+    return Path(unquote(raw)) if raw else None
 
 
 def _health(scheme: str, host: str, port: int | None, path: str, timeout_s: float) -> str | None:
