@@ -259,6 +259,37 @@ def test_embedded_default_store_and_ui_hint(runs_dir: Path) -> None:
     assert found.info.artifact_uri.startswith((runs_dir.resolve() / "mlartifacts").as_uri())
 
 
+_OPENER = """
+import sys, time
+from pathlib import Path
+from sinks.mlflow import MlflowSink
+import mlflow  # imported first, so that the processes open the store at the same moment
+sink = MlflowSink(jsonl_dir=sys.argv[1])
+print("ready", flush=True)
+go = Path(sys.argv[1]) / "go"
+while not go.exists():
+    time.sleep(0.001)
+sink.open()
+sink.close()
+print("opened")
+"""
+
+
+def test_processes_creating_the_embedded_store_at_once_all_open_it(tmp_path: Path) -> None:
+    """Three processes open a new embedded store at the same moment (two shippers of one
+    directory, a shipper and an in-process sink): MLflow creates its tables on first
+    open and concurrent creators fail ("duplicate column name"); all three open it."""
+    procs = [subprocess.Popen([sys.executable, "-c", _OPENER, str(tmp_path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    (tmp_path / "go").touch()
+    outcomes = [proc.communicate(timeout=120) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0], [err for _, err in outcomes]
+    assert all("opened" in out for out, _ in outcomes)
+
+
 def test_selected_by_tracking_uri_only() -> None:
     """The sink is on by default exactly when ``MLFLOW_TRACKING_URI`` is set."""
     assert MlflowSink.selected_by_default({"MLFLOW_TRACKING_URI": "http://x"})

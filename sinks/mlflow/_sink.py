@@ -7,12 +7,14 @@ experiment the run goes to, so shipping the log later does what this process wou
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
 import time
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +41,7 @@ from . import environment_variables as ev
 from ._aggregate import Downsample, Point, SpanStats, StepPoints
 from ._mapping import MAX_TAG_VALUE, map_params, map_tags, truncate
 from ._native import native_tags
-from ._probe import probe_tracking_uri
+from ._probe import probe_tracking_uri, sqlite_path
 from ._sender import RunState, Sender
 from ._store import GAPS_TAG, HEARTBEAT_TAG, Store
 
@@ -62,6 +64,33 @@ def default_tracking_uri(uri: str | None = None) -> str:
     sink itself would use): the default of every command that reads MLflow."""
     return (uri or os.environ.get(ev.MLFLOW_TRACKING_URI)
             or embedded_uri(os.environ.get(core_env.RLOBS_JSONL_DIR) or DEFAULT_JSONL_DIR))
+
+
+@contextlib.contextmanager
+def _opening_sqlite(uri: str, wait_s: float = 120.0) -> Iterator[None]:
+    """Held while a SQLite store is opened: MLflow creates a new store's tables on first
+    open, and processes doing so at once fail ("duplicate column name") — two shippers of
+    one directory, a shipper and an in-process sink. A lock file beside the store
+    (``<store>.lock``) makes them take turns; past ``wait_s`` the open goes ahead anyway."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # drops the lock
 
 
 @dataclass(eq=False)
@@ -244,7 +273,9 @@ class MlflowSink(Sink):
         if self.embedded:
             self.jsonl_dir.mkdir(parents=True, exist_ok=True)
             root = self.jsonl_dir.resolve() / "mlartifacts"
-        store = Store(MlflowClient(tracking_uri=self.tracking_uri), root)
+        with _opening_sqlite(self.tracking_uri):
+            client = MlflowClient(tracking_uri=self.tracking_uri)  # opens (maybe creates)
+        store = Store(client, root)
         self._sender = Sender(store, max_buffer=self.max_buffer,
                               retry_cap_s=self.max_retry_interval_s)
         self._sender.start()
