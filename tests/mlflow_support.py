@@ -44,3 +44,16 @@ def poll(predicate: Callable[[], Any], timeout_s: float = 60.0) -> Any:
         if value or time.monotonic() > deadline:
             return value
         time.sleep(0.1)
+
+
+def all_traces(c: Any, experiment_id: str) -> list[Any]:
+    """Every trace of an experiment, page after page (``search_traces`` returns 100 at a
+    time, and a long run's windows of steps are traces of their own)."""
+    out: list[Any] = []
+    token = None
+    while True:
+        page = c.search_traces(locations=[experiment_id], max_results=500, page_token=token)
+        out += list(page)
+        token = page.token
+        if not token:
+            return out
