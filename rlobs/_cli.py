@@ -121,7 +121,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     names = selected_names(env)
     _console.print(f"selected sinks: {', '.join(names) or '(none)'}; "
                    f"registered: {', '.join(sorted(registered_sinks()))}")
-    directory = Path(env.get(ev.RLOBS_JSONL_DIR) or log_dir())
+    directory = log_dir(env)
     # Every sink opened here, to say whether it can run at all; no shipper is started.
     with Hub(names, heartbeat_s=0, handle_signals=False, shipper=False, env=env) as hub:
         probes = probe_all(hub)

@@ -20,7 +20,7 @@ A :class:`RunTally` is fed events in log order (:meth:`RunTally.add`) or read fr
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,11 +233,12 @@ LATEST = "latest"
 """The run argument that names the latest run of the log directory."""
 
 
-def log_dir() -> Path:
-    """The log directory of the environment (``RLOBS_JSONL_DIR``, default ``rlobs-runs``)."""
+def log_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The log directory of the environment (``RLOBS_JSONL_DIR``, default ``rlobs-runs``)
+    of ``env`` (default ``os.environ``)."""
     from . import environment_variables as ev
 
-    return Path(os.environ.get(ev.RLOBS_JSONL_DIR) or "rlobs-runs")
+    return Path((os.environ if env is None else env).get(ev.RLOBS_JSONL_DIR) or "rlobs-runs")
 
 
 def latest_run(directory: str | os.PathLike[str]) -> Path:
