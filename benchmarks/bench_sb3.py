@@ -107,7 +107,8 @@ def train(mode: str, timesteps: int, directory: str, otlp: str, system_s: float)
         callback = RlobsCallback()
     if mode == "mlflow-alone":  # not waited for, as a shipper is not
         subprocess.Popen([sys.executable, __file__, "--mlflow-alone", directory,
-                          "--timesteps", str(timesteps)], start_new_session=True)
+                          "--timesteps", str(timesteps)], start_new_session=True,
+                         stdout=subprocess.DEVNULL)  # the trial's pipe closes with it
     began = time.perf_counter()
     model.learn(timesteps, callback=callback)
     return time.perf_counter() - began
