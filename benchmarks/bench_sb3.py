@@ -50,8 +50,9 @@ end only, in shuffled order; it prints what each costs per step over none.
 in one process as ``--alternate``: ``learn()`` of ``--timesteps`` again and again, a
 neighbour process running (``SIGCONT``) in half of the rounds and stopped (``SIGSTOP``) in
 the others, in shuffled order: ``busy``, a Python loop that never sleeps; ``mlflow``,
-MLflow's client storing metric values into SQLite flat out (what the shipper's MLflow
-sender does). It prints the median ratio of a running round to a stopped one.
+``--mlflow-alone``'s MLflow client storing a run's values into SQLite flat out, for a run
+that does not end (what the shipper's MLflow sender does). It prints the median ratio of
+a running round to a stopped one.
 
 The ``× rlobs`` column compares each mode with ``rlobs`` in the same pair.
 """
@@ -124,6 +125,7 @@ def mlflow_alone(directory: str, timesteps: int) -> None:
     found = client.get_experiment_by_name("mlflow-alone")
     experiment = found.experiment_id if found else client.create_experiment("mlflow-alone")
     run_id = client.create_run(experiment).info.run_id
+    print("ready", flush=True)  # imported and opened (--neighbour waits for this)
     stamp = int(time.time() * 1000)
     for first in range(0, timesteps, 500):
         client.log_batch(run_id, metrics=[
@@ -185,29 +187,18 @@ def alternate(timesteps: int, repeats: int, directory: str) -> None:
               f"{extra / timesteps * 1e6:.1f} |")
 
 
-_NEIGHBOURS = {
-    "busy": "while True:\n    pass\n",
-    "mlflow": (
-        "import sys\n"
-        "from mlflow.entities import Metric\n"
-        "from mlflow.tracking import MlflowClient\n"
-        "client = MlflowClient(f'sqlite:///{sys.argv[1]}/mlflow.db')\n"
-        "run_id = client.create_run(client.create_experiment('neighbour')).info.run_id\n"
-        "print('ready', flush=True)\n"
-        "step = 0\n"
-        "while True:\n"
-        "    client.log_batch(run_id, metrics=[Metric(key, 1.0, 0, step + i)\n"
-        "                     for i in range(500) for key in ('a', 'b')])\n"
-        "    step += 500\n"),
-}
+_BUSY = "while True:\n    pass\n"
+_NEIGHBOURS = ("busy", "mlflow")
 
 
 def neighbour(kind: str, timesteps: int, repeats: int, directory: str) -> None:
     """What another process's CPU costs the training (``--neighbour``)."""
     import signal
 
-    process = subprocess.Popen([sys.executable, "-c", _NEIGHBOURS[kind], directory],
-                               stdout=subprocess.PIPE, text=True)
+    command = ([sys.executable, "-c", _BUSY] if kind == "busy" else  # MLflow flat out
+               [sys.executable, __file__, "--mlflow-alone", directory, "--timesteps",
+                str(10**12)])
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         if kind == "mlflow" and process.stdout is not None:
             process.stdout.readline()  # imported and opened: its start-up is not timed
@@ -334,7 +325,7 @@ def main() -> int:
     parser.add_argument("--alternate", action="store_true",
                         help="time the callback all in: learn() again and again in one "
                              "process, with and without it (--pairs rounds)")
-    parser.add_argument("--neighbour", choices=sorted(_NEIGHBOURS),
+    parser.add_argument("--neighbour", choices=_NEIGHBOURS,
                         help="time the training with another process running beside it "
                              "and stopped, in turn (--pairs rounds)")
     parser.add_argument("--child", choices=MODES)
