@@ -19,14 +19,18 @@ from sinks.mlflow import MlflowSink, embedded_uri
 pytestmark = pytest.mark.slow
 
 
+def _tiny_ppo(n_envs: int = 1) -> PPO:
+    return PPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=n_envs, seed=0), n_steps=64,
+               batch_size=64, n_epochs=1, seed=0, device="cpu",
+               policy_kwargs={"net_arch": [16]})
+
+
 def test_callback_names_its_mlflow_run(mlflow_server: MlflowServer) -> None:
     """callback.mlflow_run_id() finds the MLflow run, whose episodes metric is the
     Monitor's episode count and whose approx_kl history has a value at each SB3 dump."""
     runs = mlflow_server.workdir / "runs"
     sink = MlflowSink(mlflow_server.url, experiment_name(), jsonl_dir=runs)
-    model = PPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=0), n_steps=64,
-                batch_size=64, n_epochs=1, seed=0, device="cpu",
-                policy_kwargs={"net_arch": [16]})
+    model = _tiny_ppo(n_envs=2)
     with rlobs.Hub([JsonlSink(runs), sink], heartbeat_s=0) as hub:
         callback = RlobsCallback(hub=hub)
         model.learn(512, callback=callback)
@@ -42,12 +46,6 @@ def test_callback_names_its_mlflow_run(mlflow_server: MlflowServer) -> None:
     # SB3 dumps train/* from round 2 on, at num_timesteps 256, 384, 512 (the summary
     # value, logged at the run's end, follows)
     assert sorted(m.step for m in kl)[:3] == [255, 383, 511]
-
-
-def _tiny_ppo() -> PPO:
-    return PPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=1, seed=0), n_steps=64,
-               batch_size=64, n_epochs=1, seed=0, device="cpu",
-               policy_kwargs={"net_arch": [16]})
 
 
 def test_the_callback_finds_its_run_in_the_embedded_store(
