@@ -40,9 +40,11 @@ class ReceivedSpan:
 
 
 class OtlpReceiver:
-    """Listens on 127.0.0.1; ``url`` is its ``/v1/traces`` endpoint."""
+    """Listens on 127.0.0.1; ``url`` is its ``/v1/traces`` endpoint. ``delay_s``: how long
+    it takes over each export (a slow collector), ``0`` by default."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
         self.spans: list[ReceivedSpan] = []
         self.requests = 0
         self.headers: list[dict[str, str]] = []
@@ -57,6 +59,7 @@ class OtlpReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 request = ExportTraceServiceRequest()
                 request.ParseFromString(body)
+                time.sleep(receiver.delay_s)
                 receiver._add(request, dict(self.headers))
                 payload = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)

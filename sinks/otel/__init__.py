@@ -11,7 +11,8 @@ as is), ``OTEL_EXPORTER_OTLP_[TRACES_]HEADERS``, ``OTEL_EXPORTER_OTLP_[TRACES_]P
 (``http/protobuf``, default, or ``grpc``), ``OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT``
 (seconds, as the Python SDK reads it; default 3), ``OTEL_SERVICE_NAME`` (default
 ``rlobs``), ``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT``, ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``,
-``OTEL_SDK_DISABLED``, ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``. Its own:
+``OTEL_SDK_DISABLED``, ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``, ``OTEL_BSP_MAX_QUEUE_SIZE``
+(spans the batch processor holds; default 8192). Its own:
 :data:`RLOBS_OTEL_STEP_SPANS`, :data:`RLOBS_OTEL_STEP_EVERY`,
 :data:`RLOBS_OTEL_MAX_PENDING_SPANS`, :data:`RLOBS_OTEL_METRICS`,
 :data:`RLOBS_OTEL_TRACE_STEPS`.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +47,7 @@ from rlobs import (
 from ._sampling import StepSampling
 
 if TYPE_CHECKING:
-    from ._export import WatchedExporter
+    from ._export import QueueGate, WatchedExporter
     from ._tracer import RunTracer
 
 __all__ = ["OtelSink", "StepSampling"]
@@ -73,7 +75,7 @@ ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
 TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 PROTOCOLS = ("http/protobuf", "grpc")
 _QUEUE = 8192
-"""Spans the SDK's batch processor holds; past that it drops them without telling."""
+"""Spans the SDK's batch processor holds by default (``OTEL_BSP_MAX_QUEUE_SIZE``)."""
 _DEFAULT_BASE = {"http/protobuf": "http://localhost:4318", "grpc": "http://localhost:4317"}
 
 
@@ -192,6 +194,8 @@ class OtelSink(Sink):
         self._meters: Any = None
         self._watch: WatchedExporter | None = None
         self._tracer: RunTracer | None = None
+        self._gate: QueueGate | None = None
+        self._closing = False
         self._flusher: threading.Thread | None = None
 
     def _read_limits(self, env: Mapping[str, str], sampling: StepSampling | None) -> None:
@@ -205,6 +209,7 @@ class OtelSink(Sink):
                                        env=env)
         self.max_length = env_int("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", 4096, minimum=16,
                                   env=env)
+        self.queue_size = env_int("OTEL_BSP_MAX_QUEUE_SIZE", _QUEUE, minimum=64, env=env)
 
     def _read_metrics(self, env: Mapping[str, str], metrics: bool | None,
                       metric_reader: Any) -> None:
@@ -248,6 +253,7 @@ class OtelSink(Sink):
             "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": self.metrics_endpoint,
             "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": str(self.attribute_limit),
             "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": str(self.max_length),
+            "OTEL_BSP_MAX_QUEUE_SIZE": str(self.queue_size),
             "OTEL_RESOURCE_ATTRIBUTES": self.resource_attributes,
         }
 
@@ -269,7 +275,7 @@ class OtelSink(Sink):
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
         from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
-        from ._export import parse_headers
+        from ._export import QueueGate, parse_headers
         from ._tracer import FixedIds, RunTracer
 
         headers = {**parse_headers(self._env_headers), **self.headers}
@@ -283,9 +289,11 @@ class OtelSink(Sink):
             shutdown_on_exit=False,
             span_limits=SpanLimits(max_span_attributes=self.attribute_limit,
                                    max_attribute_length=self.max_length))
-        self._provider.add_span_processor(BatchSpanProcessor(
-            self._watch, max_queue_size=_QUEUE, schedule_delay_millis=1000,
-            max_export_batch_size=512))
+        self._gate = QueueGate(BatchSpanProcessor(
+            self._watch, max_queue_size=self.queue_size, schedule_delay_millis=1000,
+            max_export_batch_size=min(512, self.queue_size)), self._watch, self.queue_size,
+            make_room=self._keep_up)
+        self._provider.add_span_processor(self._gate)
         self._tracer = RunTracer(
             self._provider.get_tracer("rlobs"), ids, self.sampling,
             attribute_limit=self.attribute_limit, max_length=self.max_length,
@@ -319,6 +327,7 @@ class OtelSink(Sink):
     def close(self) -> None:
         from ._export import bounded
 
+        self._closing = True
         if self._tracer is not None:
             self._tracer.end_all("the sink closed while the run was open")
         if self._watch is not None and self._provider is not None:
@@ -358,26 +367,63 @@ class OtelSink(Sink):
 
     def delivery(self, run_id: str) -> Delivery:
         """Spans built and not yet exported (over every run: the SDK batches across
-        runs), and spans whose export failed."""
+        runs), and spans lost: their export failed, or the SDK's queue had no room."""
         if self._tracer is None or self._watch is None:
             return Delivery()
-        backlog = self._tracer.spans_built - self._watch.exported - self._watch.failed
+        backlog = self._backlog()
         if backlog > 0 and self._watch.healthy and not self._flushing():
             self._flusher = self._bounded(self._provider.force_flush, self.flush_timeout_s,
                                           "rlobs-otel-flush")
-        lost = self._watch.failed
-        return Delivery(max(0, backlog), lost,
-                        f"{lost} spans not exported: {self._watch.last_error}" if lost else None)
+        assert self._gate is not None
+        lost = self._watch.failed + self._gate.refused
+        return Delivery(max(0, backlog), lost, self._lost_detail() if lost else None)
+
+    def _lost_detail(self) -> str:
+        assert self._watch is not None and self._gate is not None
+        parts = []
+        if self._watch.failed:
+            parts.append(f"{self._watch.failed} spans not exported: {self._watch.last_error}")
+        if self._gate.refused:
+            parts.append(self._refused())
+        return "; ".join(parts)
+
+    def _refused(self) -> str:
+        assert self._gate is not None
+        return f"{self._gate.refused} spans refused: the exporter's queue of " \
+            f"{self.queue_size} was full"
+
+    def _backlog(self) -> int:
+        assert self._gate is not None
+        return self._gate.backlog
 
     def flush(self) -> None:
-        """Keep the SDK's queue from overflowing: once half of it waits, send now (bounded;
-        meanwhile the hub's queue absorbs or drops steps, and counts them)."""
-        if self._tracer is None or self._watch is None:
-            return
-        backlog = self._tracer.spans_built - self._watch.exported - self._watch.failed
-        if backlog >= _QUEUE // 2 and self._watch.healthy and not self._flushing():
-            self._flusher = self._bounded(self._provider.force_flush,
-                                          2 * self.export_timeout_s, "rlobs-otel-flush")
+        """Keep the SDK's queue from overflowing (see :meth:`_keep_up`)."""
+        if self._tracer is not None and self._watch is not None:
+            self._keep_up()
+
+    def _keep_up(self) -> None:
+        """Backpressure: while half the SDK's queue waits and the endpoint answers, wait
+        for it to be sent before taking more spans — at most two export timeouts, as long
+        as each flush makes progress. This holds the sink's worker, never the agent's loop:
+        in-process the hub's queue absorbs or drops and counts steps; in the shipper the
+        log simply waits to be read. A failing endpoint, or a closing sink, is not waited
+        on (what the queue cannot take is refused and counted)."""
+        assert self._watch is not None
+        deadline = time.monotonic() + 2 * self.export_timeout_s
+        while self._backlog() >= self.queue_size // 2 and self._watch.healthy \
+                and not self._closing:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            before = self._watch.exported + self._watch.failed
+            if self._flushing():
+                assert self._flusher is not None
+                self._flusher.join(left)
+            else:
+                self._flusher = self._bounded(self._provider.force_flush, left,
+                                              "rlobs-otel-flush")
+            if not self._flushing() and self._watch.exported + self._watch.failed == before:
+                return  # a whole flush sent nothing: the processor is not exporting
 
     def _flushing(self) -> bool:
         return self._flusher is not None and self._flusher.is_alive()
@@ -417,6 +463,8 @@ class OtelSink(Sink):
         if self._watch is None or self._tracer is None:
             return None
         text = self._watch.describe()
+        if self._gate is not None and self._gate.refused:
+            text += f"; {self._refused()}"
         tracer = self._tracer
         if tracer.untraced_runs or tracer.dropped_spans:
             text += (f"; not traced: {tracer.untraced_runs} runs over the open-run limit, "

@@ -15,7 +15,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from rlobs import require
@@ -117,6 +119,53 @@ class WatchedExporter(SpanExporter):
         elif self.failed:
             text += f"; {self.failed} spans lost earlier ({self.last_error})"
         return text
+
+
+class QueueGate(SpanProcessor):
+    """In front of the SDK's batch processor: hands it a span only while its queue has
+    room — first asking ``make_room`` to wait for some — and counts the others as
+    refused, where the SDK would drop its oldest span with nothing but a log line. Room
+    is judged from what the watch saw exported or failed, so spans in flight count as
+    queued: the gate refuses a little early, never late.
+
+    Args:
+        inner: the batch processor.
+        watch: the exporter it exports through.
+        capacity: the processor's ``max_queue_size``.
+        make_room: called when the queue is full, on the thread ending the span.
+    """
+
+    def __init__(self, inner: SpanProcessor, watch: WatchedExporter, capacity: int,
+                 make_room: Callable[[], None] = lambda: None) -> None:
+        self.inner = inner
+        self.watch = watch
+        self.capacity = capacity
+        self.make_room = make_room
+        self.queued = 0
+        self.refused = 0
+
+    @property
+    def backlog(self) -> int:
+        """Spans handed to the processor and neither exported nor failed yet."""
+        return self.queued - self.watch.exported - self.watch.failed
+
+    def on_start(self, span: SdkSpan, parent_context: Context | None = None) -> None:
+        self.inner.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.backlog >= self.capacity:
+            self.make_room()
+            if self.backlog >= self.capacity:
+                self.refused += 1
+                return
+        self.queued += 1
+        self.inner.on_end(span)
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
 
 
 def probe(url: str, timeout_s: float = 0.5) -> str:
