@@ -485,6 +485,9 @@ def test_uncaught_exception_ends_the_run_failed(runs_dir: Path) -> None:
 
 _INTERRUPTED = """
 import os, signal
+# A launcher without job control (a background CI step) starts us with SIGINT ignored;
+# a script run from a terminal has Python's KeyboardInterrupt handler.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
