@@ -372,7 +372,9 @@ class OtelSink(Sink):
             return Delivery()
         backlog = self._backlog()
         if backlog > 0 and self._watch.healthy and not self._flushing():
-            self._flusher = self._bounded(self._provider.force_flush, self.flush_timeout_s,
+            # Sent in the background: the shipper's main thread asks, and must not wait
+            # (it also notices writers that died).
+            self._flusher = self._bounded(self._provider.force_flush, 0.0,
                                           "rlobs-otel-flush")
         assert self._gate is not None
         lost = self._watch.failed + self._gate.refused
