@@ -41,10 +41,14 @@ class ReceivedSpan:
 
 class OtlpReceiver:
     """Listens on 127.0.0.1; ``url`` is its ``/v1/traces`` endpoint. ``delay_s``: how long
-    it takes over each export (a slow collector), ``0`` by default."""
+    it takes over each export (a slow collector), ``0`` by default; ``answer``: the status
+    it answers with, ``200`` by default — any other, and it keeps nothing (a collector
+    that is down behind its load balancer). ``refused`` counts those requests."""
 
     def __init__(self, delay_s: float = 0.0) -> None:
         self.delay_s = delay_s
+        self.answer = 200
+        self.refused = 0
         self.spans: list[ReceivedSpan] = []
         self.requests = 0
         self.headers: list[dict[str, str]] = []
@@ -60,6 +64,12 @@ class OtlpReceiver:
                 request = ExportTraceServiceRequest()
                 request.ParseFromString(body)
                 time.sleep(receiver.delay_s)
+                if receiver.answer != 200:
+                    receiver.refused += 1
+                    self.send_response(receiver.answer)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 receiver._add(request, dict(self.headers))
                 payload = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)

@@ -1,13 +1,19 @@
-"""A collector slower than the runs: the OTel sink waits for it instead of letting the
-SDK's queue overflow (which drops spans with nothing but a log line), and what it
-cannot queue is counted."""
+"""A collector slower than the runs, or one that stops answering for a while: the OTel
+sink waits for it instead of letting the SDK's queue overflow (which drops spans with
+nothing but a log line) or dropping the batches it refused; what it cannot queue once it
+gave up is counted."""
 
 from __future__ import annotations
 
 import os
+import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from otlp_receiver import OtlpReceiver
 
 import rlobs
@@ -66,16 +72,90 @@ def test_sync_waits_for_a_slow_collector(slow: OtlpReceiver, runs_dir: Path) -> 
     assert len(slow.wait_for(2 * _spans_per_run(), timeout_s=10)) == 2 * _spans_per_run()
 
 
-def test_spans_an_unreachable_collector_cannot_queue_are_counted(runs_dir: Path) -> None:
-    """Nothing listens: spans past the queue are refused and counted with the reason, not
-    dropped by the SDK unseen; the run is recorded incomplete."""
+def test_a_collector_answering_503_for_a_while_loses_nothing(
+        slow: OtlpReceiver, runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The collector answers 503 for 4 s while the shipper ships (longer than an export's
+    own retries): the batches it refused are sent again once it answers, and every span
+    arrives, once; the runs are complete."""
+    monkeypatch.setenv("RLOBS_SHIPPER_IDLE_S", "1")
+    slow.answer = 503
+    threading.Timer(4.0, lambda: setattr(slow, "answer", 200)).start()
+    env = {"OTEL_BSP_MAX_QUEUE_SIZE": QUEUE, "RLOBS_OTEL_TRACE_STEPS": "0"}
+    sink = OtelSink(slow.url, export_timeout_s=0.5, env=env)
+    began = time.monotonic()
+    with rlobs.Hub(["jsonl", sink], heartbeat_s=0, provenance=False) as hub:
+        for name in ("a", "b"):
+            with hub.run(name) as run:
+                for k in range(STEPS):
+                    run.step(float(k))
+    report = sync([runs_dir], [OtelSink(slow.url, export_timeout_s=0.5, env=env)],
+                  timeout_s=120)
+    assert report.complete, report
+    assert slow.refused > 0 and time.monotonic() - began > 4.0
+    spans = slow.wait_for(2 * _spans_per_run(), timeout_s=10)
+    assert len(spans) == 2 * _spans_per_run()
+    assert len({(s.trace_id, s.span_id) for s in spans}) == len(spans)
+
+
+def test_retrying_off_an_unreachable_collectors_spans_are_counted(runs_dir: Path) -> None:
+    """Nothing listens, and retrying is off: every span is counted lost, with the reason;
+    the run is recorded incomplete."""
+    with rlobs.Hub(["jsonl"], heartbeat_s=0, provenance=False) as hub, hub.run("a") as run:
+        for k in range(STEPS):
+            run.step(float(k))
+    sink = OtelSink("http://127.0.0.1:9/v1/traces", export_timeout_s=0.5, retry_s=0,
+                    env={"OTEL_BSP_MAX_QUEUE_SIZE": QUEUE, "RLOBS_OTEL_TRACE_STEPS": "0"})
+    report = sync([runs_dir], [sink], timeout_s=3)
+    (outcome,) = report.runs[0].sinks
+    assert outcome.state == "incomplete" and outcome.lost == _spans_per_run()
+    assert "cannot connect to 127.0.0.1:9" in (outcome.missing or "")
+
+
+class _Hung(SpanExporter):
+    """An exporter that never returns until released (a wedged client library)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.release.wait()
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self.release.set()
+
+
+def test_spans_a_wedged_exporter_cannot_queue_are_refused_and_counted() -> None:
+    """An exporter that hangs: the sink waits two export timeouts once, then refuses
+    what the queue cannot take, counted with the reason, where the SDK would drop the
+    oldest spans unseen; the hub still closes promptly."""
+    exporter = _Hung()
+    sink = OtelSink(exporter=exporter, export_timeout_s=0.5, close_timeout_s=1.0,
+                    env={"OTEL_BSP_MAX_QUEUE_SIZE": QUEUE, "RLOBS_OTEL_TRACE_STEPS": "0"})
+    hub = rlobs.Hub([sink], heartbeat_s=0, provenance=False)
+    with hub, hub.run("a") as run:
+        for k in range(STEPS):
+            run.step(float(k))
+    began = time.monotonic()
+    hub.close()
+    assert time.monotonic() - began < 10
+    (status,) = hub.status()
+    assert status.detail is not None
+    assert "spans refused: the exporter's queue of 256 was full" in status.detail, status
+    refused = int(status.detail.split(" spans refused")[0].rsplit(" ", 1)[-1])
+    assert refused >= _spans_per_run() - int(QUEUE)
+
+
+def test_an_unreachable_collector_is_given_up_when_the_run_is(runs_dir: Path) -> None:
+    """Nothing listens, retrying on: the sink holds the spans until sync stops waiting
+    for the run (3 s), then they are counted lost and sync returns at once."""
     with rlobs.Hub(["jsonl"], heartbeat_s=0, provenance=False) as hub, hub.run("a") as run:
         for k in range(STEPS):
             run.step(float(k))
     sink = OtelSink("http://127.0.0.1:9/v1/traces", export_timeout_s=0.5,
                     env={"OTEL_BSP_MAX_QUEUE_SIZE": QUEUE, "RLOBS_OTEL_TRACE_STEPS": "0"})
+    began = time.monotonic()
     report = sync([runs_dir], [sink], timeout_s=3)
+    assert 3 <= time.monotonic() - began < 15
     (outcome,) = report.runs[0].sinks
-    assert outcome.state == "incomplete"
-    assert outcome.lost >= _spans_per_run() - int(QUEUE)
-    assert "refused: the exporter's queue of 256 was full" in (outcome.missing or "")
+    assert outcome.state == "incomplete" and outcome.lost > 0

@@ -110,7 +110,8 @@ def test_mlflow_keeps_statuses_and_durations(mlflow_server: MlflowServer) -> Non
 
 def test_unreachable_endpoint_leaves_the_run_alone(runs_dir: Path) -> None:
     """With nothing listening, the run and the JSONL sink finish and status says why."""
-    sink = OtelSink(f"http://127.0.0.1:{free_port()}/v1/traces", export_timeout_s=0.3)
+    sink = OtelSink(f"http://127.0.0.1:{free_port()}/v1/traces", export_timeout_s=0.3,
+                    retry_s=1)
     with rlobs.Hub(["jsonl", sink], heartbeat_s=0, provenance=False) as hub:
         with hub.run("offline") as run:
             for _ in range(50):

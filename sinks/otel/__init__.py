@@ -15,7 +15,7 @@ as is), ``OTEL_EXPORTER_OTLP_[TRACES_]HEADERS``, ``OTEL_EXPORTER_OTLP_[TRACES_]P
 (spans the batch processor holds; default 8192). Its own:
 :data:`RLOBS_OTEL_STEP_SPANS`, :data:`RLOBS_OTEL_STEP_EVERY`,
 :data:`RLOBS_OTEL_MAX_PENDING_SPANS`, :data:`RLOBS_OTEL_METRICS`,
-:data:`RLOBS_OTEL_TRACE_STEPS`.
+:data:`RLOBS_OTEL_TRACE_STEPS`, :data:`RLOBS_OTEL_RETRY_S`.
 """
 
 from __future__ import annotations
@@ -66,6 +66,10 @@ value in the training process when using :data:`rlobs.environment_variables.RLOB
 RLOBS_OTEL_MAX_PENDING_SPANS = "RLOBS_OTEL_MAX_PENDING_SPANS"
 """Spans one run may hold while they wait for their step, parent or trace root; past it
 they are sent at once (their ids and parents unchanged). Default ``10000``."""
+RLOBS_OTEL_RETRY_S = "RLOBS_OTEL_RETRY_S"
+"""How long spans the endpoint did not take are sent again (1, 2, 4 … 30 s apart) before
+they are counted lost; meanwhile the sink takes no more spans than its queue holds (in the
+shipper, the log waits). ``0``: never retry. Default ``300``, the shipper's linger."""
 RLOBS_OTEL_METRICS = "RLOBS_OTEL_METRICS"
 """``1`` to also send OTel metrics (steps counter, reward and span-duration histograms,
 labelled by run family, never run id) every 10 s to the OTLP metrics endpoint.
@@ -143,6 +147,7 @@ class OtelSink(Sink):
         sampling: which steps get a span (:class:`StepSampling`).
         window_steps: steps per live trace (see :data:`RLOBS_OTEL_TRACE_STEPS`).
         flush_timeout_s: how long a run's end waits for its spans to be sent.
+        retry_s: how long a failing endpoint is retried (see :data:`RLOBS_OTEL_RETRY_S`).
         close_timeout_s: how long closing waits for the last spans to be sent.
         metrics: also send OTel metrics (see :data:`RLOBS_OTEL_METRICS`).
         metric_reader: a ready ``MetricReader`` (e.g. an in-memory one); implies
@@ -163,7 +168,7 @@ class OtelSink(Sink):
                  sampling: StepSampling | None = None, flush_timeout_s: float = 2.0,
                  close_timeout_s: float = 3.0, metrics: bool | None = None,
                  metric_reader: Any = None, env: Mapping[str, str] | None = None,
-                 window_steps: int | None = None) -> None:
+                 window_steps: int | None = None, retry_s: float | None = None) -> None:
         env = os.environ if env is None else env
         self.protocol = protocol or _first(
             env, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"
@@ -186,6 +191,8 @@ class OtelSink(Sink):
         self.resource_attributes = _first(env, "OTEL_RESOURCE_ATTRIBUTES") or ""
         self.flush_timeout_s = flush_timeout_s
         self.close_timeout_s = close_timeout_s
+        self.retry_s = env_float(RLOBS_OTEL_RETRY_S, 300.0, minimum=0.0, env=env) \
+            if retry_s is None else max(0.0, float(retry_s))
         self._read_limits(env, sampling)
         self.window_steps = env_int(RLOBS_OTEL_TRACE_STEPS, 100, env=env) \
             if window_steps is None else max(0, int(window_steps))
@@ -196,6 +203,7 @@ class OtelSink(Sink):
         self._tracer: RunTracer | None = None
         self._gate: QueueGate | None = None
         self._closing = False
+        self._stalled = -1  # spans sent or failed when waiting last gave up
         self._flusher: threading.Thread | None = None
 
     def _read_limits(self, env: Mapping[str, str], sampling: StepSampling | None) -> None:
@@ -250,6 +258,7 @@ class OtelSink(Sink):
             RLOBS_OTEL_MAX_PENDING_SPANS: str(self.max_pending_spans),
             RLOBS_OTEL_TRACE_STEPS: str(self.window_steps),
             RLOBS_OTEL_METRICS: "1" if self.metrics else "0",
+            RLOBS_OTEL_RETRY_S: repr(self.retry_s),
             "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": self.metrics_endpoint,
             "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": str(self.attribute_limit),
             "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": str(self.max_length),
@@ -305,9 +314,10 @@ class OtelSink(Sink):
         from ._export import WatchedExporter, otlp_exporter
 
         if self.exporter is not None:
-            return WatchedExporter(self.exporter, type(self.exporter).__name__)
+            return WatchedExporter(self.exporter, type(self.exporter).__name__,
+                                   retry_s=self.retry_s)
         inner = otlp_exporter(self.protocol, self.endpoint, headers, self.export_timeout_s)
-        return WatchedExporter(inner, self.endpoint, self.endpoint)
+        return WatchedExporter(inner, self.endpoint, self.endpoint, retry_s=self.retry_s)
 
     def _open_metrics(self, resource: Any, headers: Mapping[str, str]) -> Any:
         from opentelemetry.sdk.metrics import MeterProvider
@@ -404,28 +414,33 @@ class OtelSink(Sink):
             self._keep_up()
 
     def _keep_up(self) -> None:
-        """Backpressure: while half the SDK's queue waits and the endpoint answers, wait
-        for it to be sent before taking more spans — at most two export timeouts, as long
-        as each flush makes progress. This holds the sink's worker, never the agent's loop:
-        in-process the hub's queue absorbs or drops and counts steps; in the shipper the
-        log simply waits to be read. A failing endpoint, or a closing sink, is not waited
-        on (what the queue cannot take is refused and counted)."""
-        assert self._watch is not None
+        """Backpressure: while half the SDK's queue waits, wait for it to be sent before
+        taking more spans — as long as flushes make progress (within two export timeouts
+        of each other) or the exporter is retrying a batch (at most ``retry_s``). This
+        holds the sink's worker, never the agent's loop: in-process the hub's queue
+        absorbs or drops and counts steps; in the shipper the log simply waits to be
+        read. A closing sink, or an endpoint given up on, is not waited for (what the
+        queue cannot take is refused and counted)."""
+        watch = self._watch
+        assert watch is not None
+        if self._stalled == watch.exported + watch.failed:
+            return  # gave up waiting, and nothing was sent since: refuse at once
         deadline = time.monotonic() + 2 * self.export_timeout_s
-        while self._backlog() >= self.queue_size // 2 and self._watch.healthy \
-                and not self._closing:
-            left = deadline - time.monotonic()
-            if left <= 0:
+        while self._backlog() >= self.queue_size // 2 and not self._closing:
+            before = watch.exported + watch.failed
+            if time.monotonic() >= deadline and not watch.retrying:
+                self._stalled = before
                 return
-            before = self._watch.exported + self._watch.failed
-            if self._flushing():
-                assert self._flusher is not None
-                self._flusher.join(left)
-            else:
-                self._flusher = self._bounded(self._provider.force_flush, left,
+            if not self._flushing():
+                self._flusher = self._bounded(self._provider.force_flush, 0.0,
                                               "rlobs-otel-flush")
-            if not self._flushing() and self._watch.exported + self._watch.failed == before:
-                return  # a whole flush sent nothing: the processor is not exporting
+            if self._flusher is not None:
+                self._flusher.join(0.5)
+            if watch.exported + watch.failed != before:
+                deadline = time.monotonic() + 2 * self.export_timeout_s
+            elif not self._flushing() and not watch.retrying:
+                self._stalled = before  # a whole flush sent nothing: not exporting
+                return
 
     def _flushing(self) -> bool:
         return self._flusher is not None and self._flusher.is_alive()
@@ -445,6 +460,11 @@ class OtelSink(Sink):
             return
         self._flusher = self._bounded(self._provider.force_flush, self.flush_timeout_s,
                                       "rlobs-otel-flush")
+
+    def abandon(self, run_id: str, reason: str) -> None:
+        """The host stopped waiting: a batch being retried is counted lost now."""
+        if self._watch is not None:
+            self._watch.give_up()
 
     def start_context(self, event: RunStart) -> dict[str, Any]:
         """The run's trace id and steps per live window, recorded in its start for other

@@ -1,9 +1,11 @@
 """The exporter side: OTLP exporters, and a watch on how exports go.
 
-Imported only once the sink opens (it imports the OpenTelemetry SDK). Batching, retry and
-backpressure stay in the SDK's ``BatchSpanProcessor``; :class:`WatchedExporter` only keeps
-score (for ``Hub.status()``) and refuses to start new exports after a close deadline, so a
-dead endpoint cannot hold the hub's close hostage to the SDK's retries.
+Imported only once the sink opens (it imports the OpenTelemetry SDK). Batching stays in
+the SDK's ``BatchSpanProcessor``. :class:`QueueGate` keeps its queue from overflowing;
+:class:`WatchedExporter` keeps a batch a failing endpoint did not take and sends it again
+(the SDK's exporters give up after one timeout), keeps score (for ``Hub.status()``), and
+refuses to start new exports after a close deadline, so a dead endpoint cannot hold the
+hub's close hostage to retries.
 """
 
 from __future__ import annotations
@@ -51,47 +53,83 @@ def _capture() -> Iterator[None]:
 
 
 class WatchedExporter(SpanExporter):
-    """Wraps an exporter: counts exported and failed spans, remembers the last failure.
+    """Wraps an exporter: keeps a batch the endpoint did not take and sends it again
+    (1, 2, 4 … 30 s apart) until it goes through, ``retry_s`` of failing passed, or the
+    sink closes or gives up; counts exported and failed spans, remembers the last failure.
 
     Args:
         inner: the exporter doing the work.
         target: where it sends (for status), e.g. the endpoint URL.
         url: the endpoint to probe when an export fails without saying why.
+        retry_s: how long exports keep retrying a failing endpoint (``0``: never retry).
     """
 
-    def __init__(self, inner: SpanExporter, target: str, url: str | None = None) -> None:
+    def __init__(self, inner: SpanExporter, target: str, url: str | None = None,
+                 retry_s: float = 0.0) -> None:
         self.inner = inner
         self.target = target
         self.url = url
+        self.retry_s = retry_s
         self.exported = 0
         self.failed = 0
+        self.retrying = 0  # spans of the batch waiting to be sent again
         self.last_error: str | None = None
         self.failing_since: float | None = None
         self._deadline: float | None = None
+        self._wake = threading.Event()
+        self._give_up = False
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self._deadline is not None and time.monotonic() > self._deadline:
-            return self._failed(len(spans), "not sent: the sink closed before the "
-                                "exporter caught up")
+        delay = 1.0
+        while True:
+            if self._deadline is not None and time.monotonic() > self._deadline:
+                return self._failed(len(spans), "not sent: the sink closed before the "
+                                    "exporter caught up")
+            message = self._send(spans)
+            if message is None:
+                self.exported += len(spans)
+                self.failing_since = None
+                return SpanExportResult.SUCCESS
+            self._failing(message)
+            assert self.failing_since is not None
+            left = self.failing_since + self.retry_s - time.monotonic()
+            if self._deadline is not None:
+                left = min(left, self._deadline - time.monotonic())
+            if left <= 0:
+                return self._failed(len(spans), message)
+            self.retrying = len(spans)
+            try:
+                self._wake.wait(min(delay, left))
+            finally:
+                self.retrying = 0
+            self._wake.clear()
+            if self._give_up:
+                self._give_up = False
+                return self._failed(len(spans), message)
+            delay = min(2 * delay, 30.0)
+
+    def _send(self, spans: Sequence[ReadableSpan]) -> str | None:
+        """One export through the inner exporter: ``None`` if it went through, else why."""
         with _capture():
             try:
                 result = self.inner.export(spans)
             except Exception as exc:  # an exporter bug must not kill the SDK's thread
-                return self._failed(len(spans), f"{type(exc).__name__}: {exc}")
+                return f"{type(exc).__name__}: {exc}"
             message = getattr(_slot, "message", None)
         if result is SpanExportResult.SUCCESS:
-            self.exported += len(spans)
-            self.failing_since = None
-            return result
+            return None
         if self.url and (message is None or "max retries or shutdown" in message):
             message = f"{message or 'export failed'} ({probe(self.url)})"
-        return self._failed(len(spans), message or "the exporter reported a failure")
+        return message or "the exporter reported a failure"
 
-    def _failed(self, count: int, why: str) -> SpanExportResult:
-        self.failed += count
+    def _failing(self, why: str) -> None:
         self.last_error = why[:300]
         if self.failing_since is None:
             self.failing_since = time.monotonic()
+
+    def _failed(self, count: int, why: str) -> SpanExportResult:
+        self.failed += count
+        self._failing(why)
         return SpanExportResult.FAILURE
 
     @property
@@ -99,9 +137,17 @@ class WatchedExporter(SpanExporter):
         """Whether the last export went through (or none failed yet)."""
         return self.failing_since is None
 
+    def give_up(self) -> None:
+        """Count the batch now being retried as failed, and go on to the next."""
+        if self.retrying:
+            self._give_up = True
+            self._wake.set()
+
     def stop_after(self, seconds: float) -> None:
-        """Fail, without sending, every export that starts later than ``seconds`` from now."""
+        """Fail, without sending, every export that starts later than ``seconds`` from
+        now; a batch being retried is given up then."""
         self._deadline = time.monotonic() + seconds
+        self._wake.set()
 
     def shutdown(self) -> None:
         self.inner.shutdown()
@@ -114,7 +160,8 @@ class WatchedExporter(SpanExporter):
         text = f"exporting to {self.target}: {self.exported} spans sent"
         if self.failing_since is not None:
             ago = time.monotonic() - self.failing_since
-            text += (f"; export failing for {ago:.0f}s ({self.failed} spans lost): "
+            held = f", {self.retrying} being retried" if self.retrying else ""
+            text += (f"; export failing for {ago:.0f}s ({self.failed} spans lost{held}): "
                      f"{self.last_error}")
         elif self.failed:
             text += f"; {self.failed} spans lost earlier ({self.last_error})"
