@@ -57,9 +57,15 @@ class MlflowServer:
         if self.command is not None:
             cmd = [str(mlflow_bin) if i == 0 and word == "mlflow" else word
                    for i, word in enumerate(self.command)]
+        env = dict(os.environ)
+        if self.command is None:
+            # MLflow's server-side jobs (GenAI scorers, evaluations) are nothing rlobs
+            # uses; their runner is 8 more processes and ~17 s of CPU per start, on the
+            # 2 cores the whole suite shares. The compose command keeps its own settings.
+            env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the fd
             self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+                                            start_new_session=True, env=env)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
