@@ -97,6 +97,25 @@ def test_a_collector_answering_503_for_a_while_loses_nothing(
     assert len({(s.trace_id, s.span_id) for s in spans}) == len(spans)
 
 
+def test_a_batch_the_collector_rejects_is_not_retried(slow: OtlpReceiver,
+                                                      runs_dir: Path) -> None:
+    """A 400 is about the batch, not the collector's health: counted lost at once with
+    the collector's answer, not sent again for minutes while the rest waits."""
+    with rlobs.Hub(["jsonl"], heartbeat_s=0, provenance=False) as hub, hub.run("a") as run:
+        for k in range(STEPS):
+            run.step(float(k))
+    slow.answer = 400
+    sink = OtelSink(slow.url, export_timeout_s=0.5,
+                    env={"OTEL_BSP_MAX_QUEUE_SIZE": QUEUE, "RLOBS_OTEL_TRACE_STEPS": "0"})
+    began = time.monotonic()
+    report = sync([runs_dir], [sink], timeout_s=60)
+    assert time.monotonic() - began < 20
+    (outcome,) = report.runs[0].sinks
+    assert outcome.state == "incomplete" and outcome.lost == _spans_per_run()
+    assert "code: 400" in (outcome.missing or ""), outcome
+    assert slow.refused == -(-_spans_per_run() // 256)  # each batch sent once
+
+
 def test_retrying_off_an_unreachable_collectors_spans_are_counted(runs_dir: Path) -> None:
     """Nothing listens, and retrying is off: every span is counted lost, with the reason;
     the run is recorded incomplete."""

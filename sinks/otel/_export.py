@@ -11,6 +11,7 @@ hub's close hostage to retries.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -27,6 +28,11 @@ from rlobs import require
 from . import _address, _connect
 
 _slot = threading.local()
+_PERMANENT = re.compile(r"batch code: 4(?!29)\d\d|Failed to encode|Dropping span batch|"
+                        r"INVALID_ARGUMENT|PERMISSION_DENIED|UNAUTHENTICATED|UNIMPLEMENTED")
+"""What the SDK's exporters log when a batch itself was refused (an HTTP 4xx but 429, a
+gRPC status no retry changes, a batch that cannot be encoded or is over the size
+limit): sending it again cannot help."""
 
 
 class _LastMessage(logging.Handler):
@@ -85,11 +91,13 @@ class WatchedExporter(SpanExporter):
             if self._deadline is not None and time.monotonic() > self._deadline:
                 return self._failed(len(spans), "not sent: the sink closed before the "
                                     "exporter caught up")
-            message = self._send(spans)
+            message, permanent = self._send(spans)
             if message is None:
                 self.exported += len(spans)
                 self.failing_since = None
                 return SpanExportResult.SUCCESS
+            if permanent:  # sending the same batch again cannot help
+                return self._failed(len(spans), message)
             self._failing(message)
             assert self.failing_since is not None
             left = self.failing_since + self.retry_s - time.monotonic()
@@ -108,19 +116,23 @@ class WatchedExporter(SpanExporter):
                 return self._failed(len(spans), message)
             delay = min(2 * delay, 30.0)
 
-    def _send(self, spans: Sequence[ReadableSpan]) -> str | None:
-        """One export through the inner exporter: ``None`` if it went through, else why."""
+    def _send(self, spans: Sequence[ReadableSpan]) -> tuple[str | None, bool]:
+        """One export through the inner exporter: ``(None, False)`` if it went through,
+        else why, and whether the failure is the batch's own (a 4xx answer, a batch that
+        cannot be encoded or is too large, an exporter that raised) rather than the
+        endpoint's for now (unreachable, timing out, 429, 5xx)."""
         with _capture():
             try:
                 result = self.inner.export(spans)
             except Exception as exc:  # an exporter bug must not kill the SDK's thread
-                return f"{type(exc).__name__}: {exc}"
+                return f"{type(exc).__name__}: {exc}", True
             message = getattr(_slot, "message", None)
         if result is SpanExportResult.SUCCESS:
-            return None
+            return None, False
         if self.url and (message is None or "max retries or shutdown" in message):
             message = f"{message or 'export failed'} ({probe(self.url)})"
-        return message or "the exporter reported a failure"
+        message = message or "the exporter reported a failure"
+        return message, _PERMANENT.search(message) is not None
 
     def _failing(self, why: str) -> None:
         self.last_error = why[:300]
