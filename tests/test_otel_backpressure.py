@@ -1,14 +1,14 @@
 """A collector slower than the runs, or one that stops answering for a while: the OTel
 sink waits for it instead of letting the SDK's queue overflow (which drops spans with
-nothing but a log line) or dropping the batches it refused; what it cannot queue once it
-gave up is counted."""
+nothing but a log line) or dropping the batches it did not take; what is lost once it
+gave up, or what a collector refused as such, is counted."""
 
 from __future__ import annotations
 
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -32,9 +32,10 @@ def _spans_per_run() -> int:
 
 
 @pytest.fixture
-def slow() -> OtlpReceiver:
+def slow() -> Iterator[OtlpReceiver]:
+    """A real OTLP receiver on loopback taking 50 ms over each export."""
     server = OtlpReceiver(delay_s=0.05)
-    yield server  # type: ignore[misc]
+    yield server
     server.close()
 
 
