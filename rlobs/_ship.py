@@ -46,6 +46,7 @@ class Track:
     lost: int = 0
     missing: str | None = None
     settled_size: int = 0  # the log's size when it settled; it grows only if resumed
+    fed: int = 0  # the log's offset up to which the sink was handed every event
 
     @property
     def settled(self) -> bool:
@@ -135,6 +136,9 @@ class Feed:
         for event in events:
             self._one(track, event)
         self.out.call("flush", self.sink.flush)
+        # Only now: the cursor moved on when the chunk was read, and a hook may take its
+        # time (an OTel sink waiting for its collector) before the run's end is handed on.
+        track.fed = track.cursor.offset
         return True
 
     def _one(self, track: Track, event: Event) -> None:
@@ -353,8 +357,8 @@ class Shipper:
                 entry["writer"] = run.writer if run else "ended"
                 entry["sinks"][feed.name] = {
                     "state": track.state, "delivered": track.delivered,
-                    "offset": track.cursor.offset,
-                    "unread_bytes": max(0, size - track.cursor.offset),
+                    "offset": track.fed,
+                    "unread_bytes": max(0, size - track.fed),
                     "pending": track.pending, "lost": track.lost, "missing": track.missing}
         sinks = {feed.name: {
             "available": feed.available, "detail": self._detail(feed),

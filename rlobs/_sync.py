@@ -218,7 +218,7 @@ def _caught_up(shipper: Shipper, run_id: str, path: Path) -> bool:
             continue
         if feed.available is False:
             return False
-        if not (writer_alive(path) and track.cursor.offset >= size_of(path)):
+        if not (writer_alive(path) and track.fed >= size_of(path)):
             return False
     return True
 

@@ -15,6 +15,8 @@ from servers import FaultProxy, MlflowServer
 import rlobs
 from rlobs._cli import main
 from rlobs._records import read_json, shipper_statuses
+from rlobs._ship import Shipper
+from rlobs.testing import HangingSink
 from sinks.mlflow import MlflowSink
 
 pytestmark = pytest.mark.slow
@@ -113,3 +115,27 @@ def test_two_configurations_in_one_directory_get_two_shippers(
     assert find_run(client(mlflow_server_pg.url), runs[1].run_id) is not None
     record = read_json(runs_dir / ".rlobs" / "runs" / f"{runs[1].run_id}.json")
     assert record is not None and record["sinks"]["mlflow"]["state"] == "complete"
+
+
+def test_a_chunk_counts_as_read_only_once_its_sink_took_it(runs_dir: Path) -> None:
+    """While the sink is still inside a hook of a chunk the shipper read — here the run's
+    end — its status does not say the run was read to its end, which ``hub.flush`` and
+    ``sync`` took for shipped before the sink had the end."""
+    with rlobs.Hub(["jsonl"], heartbeat_s=0, provenance=False) as hub, hub.run("a") as run:
+        for _ in range(10):
+            run.step(1.0)
+    path = runs_dir / f"{run.run_id}.jsonl"
+    sink = HangingSink(hooks=["on_run_end"])
+    shipper = Shipper([sink], linger_s=60)
+    assert shipper.track(path)
+    shipper.start()
+    try:
+        assert sink.entered.wait(10)
+        entry = shipper.status()["runs"][run.run_id]["sinks"]["hanging"]
+        assert entry["offset"] < path.stat().st_size and entry["unread_bytes"] > 0
+        sink.release()
+        assert poll(lambda: shipper.status()["runs"][run.run_id]["sinks"]["hanging"]
+                    ["offset"] == path.stat().st_size, 10)
+    finally:
+        sink.release()
+        shipper.stop()
