@@ -156,7 +156,6 @@ class RunTracer:
         self._metrics = metrics
         self.untraced_runs = 0
         self.dropped_spans = 0
-        self.spans_built = 0
 
     @property
     def open_runs(self) -> int:
@@ -355,7 +354,6 @@ class RunTracer:
         for held in sorted(run.parked):
             self._release(run, held)
         root.end(end_time=end_ns)
-        self.spans_built += 1
         self._ended[event.run_id] = run.ids
         if len(self._ended) > _ENDED:
             self._ended.popitem(last=False)
@@ -435,7 +433,6 @@ class RunTracer:
             span.set_status(Status(StatusCode.ERROR, description or error))
             span.add_event("exception", attributes.error_event(error), timestamp=end_ns)
         span.end(end_time=max(start_ns, end_ns))
-        self.spans_built += 1
 
     def end_all(self, error: str) -> None:
         """End every open run span as killed (the sink is closing)."""
