@@ -381,11 +381,10 @@ class OtelSink(Sink):
         if self._tracer is None or self._watch is None:
             return Delivery()
         backlog = self._backlog()
-        if backlog > 0 and self._watch.healthy and not self._flushing():
+        if backlog > 0 and self._watch.healthy:
             # Sent in the background: the shipper's main thread asks, and must not wait
             # (it also notices writers that died).
-            self._flusher = self._bounded(self._provider.force_flush, 0.0,
-                                          "rlobs-otel-flush")
+            self._start_flush(0.0)
         assert self._gate is not None
         lost = self._watch.failed + self._gate.refused
         return Delivery(max(0, backlog), lost, self._lost_detail() if lost else None)
@@ -431,9 +430,7 @@ class OtelSink(Sink):
             if time.monotonic() >= deadline and not watch.retrying:
                 self._stalled = before
                 return
-            if not self._flushing():
-                self._flusher = self._bounded(self._provider.force_flush, 0.0,
-                                              "rlobs-otel-flush")
+            self._start_flush(0.0)
             if self._flusher is not None:
                 self._flusher.join(0.5)
             if watch.exported + watch.failed != before:
@@ -445,21 +442,21 @@ class OtelSink(Sink):
     def _flushing(self) -> bool:
         return self._flusher is not None and self._flusher.is_alive()
 
-    @staticmethod
-    def _bounded(func: Any, timeout_s: float, name: str) -> threading.Thread | None:
+    def _start_flush(self, wait_s: float) -> None:
+        """Send what the SDK's queue holds, on a thread of its own, and wait at most
+        ``wait_s`` for it — unless a flush is in flight already: it takes these spans too,
+        and is not waited for here."""
         from ._export import bounded
 
-        return bounded(func, timeout_s, name)
+        if not self._flushing():
+            self._flusher = bounded(self._provider.force_flush, wait_s, "rlobs-otel-flush")
 
     def _flush_bounded(self) -> None:
         """Send the run's spans now, waiting at most ``flush_timeout_s`` (none while the
-        endpoint is failing: the SDK keeps retrying in the background)."""
+        endpoint is failing: the exporter retries in the background)."""
         assert self._watch is not None
-        # A flush still in flight takes these spans too; a failing endpoint is not waited on.
-        if self._flushing() or not self._watch.healthy:
-            return
-        self._flusher = self._bounded(self._provider.force_flush, self.flush_timeout_s,
-                                      "rlobs-otel-flush")
+        if self._watch.healthy:
+            self._start_flush(self.flush_timeout_s)
 
     def abandon(self, run_id: str, reason: str) -> None:
         """The host stopped waiting: a batch being retried is counted lost now."""
